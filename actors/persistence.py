@@ -1,0 +1,345 @@
+"""Persistence driver: the persistent turn, group commit and batched recovery.
+
+*Group commit.* A persistent actor's turn applies a batch of messages in memory and
+stages one :class:`~actors.journal.base.WriteRequest`. The writer task takes every
+request staged since its last write — from all actors — and commits them in one journal
+transaction. Only then are the turn's replies sent, its deadlines armed and its outbox
+entries handed to the relay. A failed commit turns the held replies into
+:class:`~actors.errors.CommitFailed` and rebuilds the actor from the journal.
+
+*Recovery.* Activating a persistent actor queues it for loading; the loader reads all
+queued actors in one journal round trip, replays snapshot + events, re-arms their
+durable deadlines and lets them take their mail.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import anyio
+import msgspec
+import structlog
+
+from .actor import ActorState
+from .dispatcher import deliver, next_envelope, requeue_front
+from .envelope import Envelope
+from .errors import ActorsError, CommitFailed, DeadlineExceeded, JournalUnavailable
+from .journal.base import Deadline, Journal, Recovery, WriteRequest
+from .persistent import DeadlineFired, PersistentActor
+from .timers import TimerEntry
+
+if TYPE_CHECKING:
+    from .system import ActorSystem
+
+__all__ = ["DurableFire", "PersistenceDriver"]
+
+log = structlog.get_logger("actors.persistence")
+
+READY = ActorState.READY
+STOPPED = ActorState.STOPPED
+
+
+class DurableFire:
+    """Internal: a durable deadline reached its actor's system lane."""
+
+    __slots__ = ("due", "name")
+
+    def __init__(self, name: str, due: float) -> None:
+        self.name = name
+        self.due = due
+
+
+class _Staged:
+    """What a committing actor waits for."""
+
+    __slots__ = ("actor", "batch", "fired", "replies", "request")
+
+    def __init__(
+        self,
+        actor: PersistentActor,
+        request: WriteRequest,
+        replies: list[tuple[Any, Any]],
+        batch: list[Envelope],
+        fired: list[DurableFire],
+    ) -> None:
+        self.actor = actor
+        self.request = request
+        self.replies = replies
+        self.batch = batch
+        self.fired = fired
+
+
+class PersistenceDriver:
+    def __init__(self, system: ActorSystem, journal: Journal, *, max_batch: int = 1000) -> None:
+        self._system = system
+        self._journal = journal
+        self._max_batch = max_batch
+        self._pending: list[_Staged] = []
+        self._writing = 0
+        self._wake_writer = anyio.Event()
+        self._to_recover: list[PersistentActor] = []
+        self._recovering = 0
+        self._wake_loader = anyio.Event()
+        self.commits = 0
+        self.committed_requests = 0
+        self.committed_events = 0
+        self.last_batch = 0
+
+    @property
+    def busy(self) -> bool:
+        return bool(self._pending or self._writing or self._to_recover or self._recovering)
+
+    # -- the persistent turn -------------------------------------------------------
+
+    def turn(self, actor: PersistentActor) -> None:
+        system = self._system
+        kind = actor._a_kind
+        if kind.lru:
+            kind.touch(actor)
+        clock = system.clock
+        n = kind.throughput
+        batch: list[Envelope] = []
+        replies: list[tuple[Any, Any]] = []
+        fired: list[DurableFire] = []
+        while n:
+            env = next_envelope(actor)
+            if env is None:
+                break
+            n -= 1
+            if env.deadline is not None and env.deadline < clock.monotonic():
+                if env.reply is not None:
+                    deliver(env.reply, DeadlineExceeded("deadline passed before its turn"))
+                continue
+            message = env.message
+            if type(message) is DurableFire:
+                fired.append(message)
+                if actor._p_cancel is None:
+                    actor._p_cancel = set()
+                actor._p_cancel.add(message.name)
+                message = DeadlineFired(message.name, message.due, clock.time() - message.due)
+            system._current = env
+            try:
+                result = actor.receive(message)
+            except Exception as exc:
+                system._current = None
+                self._discard_staged(actor)
+                system._failed(actor, env, exc, batch)
+                return
+            batch.append(env)
+            replies.append((env.reply, result))
+            if actor._a_state != READY:
+                break
+        system._current = None
+        system.dispatcher.handled += len(batch)
+        request = self._stage(actor)
+        if request is None:
+            for reply, value in replies:
+                if reply is not None:
+                    deliver(reply, value)
+            if batch:
+                actor._a_fails = 0
+            system._reschedule(actor)
+            return
+        actor._a_state = ActorState.COMMITTING
+        self._pending.append(_Staged(actor, request, replies, batch, fired))
+        self._wake_writer.set()
+
+    def _stage(self, actor: PersistentActor) -> WriteRequest | None:
+        events = actor._p_events
+        deadlines = actor._p_deadlines
+        cancel = actor._p_cancel
+        idem = actor._p_idem_new
+        outbox = actor._p_outbox
+        if not (events or deadlines or cancel or idem or outbox):
+            return None
+        kind = actor._a_kind
+        encode = kind.encoder.encode
+        encoded = [encode(e) for e in events] if events else []
+        snapshot = None
+        if (
+            kind.snapshot_every
+            and encoded
+            and actor._p_since_snapshot + len(encoded) >= kind.snapshot_every
+        ):
+            snapshot = encode(actor.snapshot())
+        request = WriteRequest(
+            kind=kind.name,
+            key=actor._a_key,
+            expected_seq=actor._p_seq,
+            events=encoded,
+            snapshot=snapshot,
+            deadlines_set=[
+                Deadline(kind.name, actor._a_key, name, due, b"")
+                for name, due in (deadlines or {}).items()
+            ],
+            deadlines_cancel=sorted(cancel) if cancel else [],
+            idempotency=idem or [],
+            outbox=outbox or [],
+        )
+        self._discard_staged(actor, keep_idem=True)
+        return request
+
+    @staticmethod
+    def _discard_staged(actor: PersistentActor, keep_idem: bool = False) -> None:
+        actor._p_events = None
+        actor._p_deadlines = None
+        actor._p_cancel = None
+        actor._p_idem_new = None
+        actor._p_outbox = None
+
+    # -- group commit --------------------------------------------------------------
+
+    async def run_writer(self) -> None:
+        while True:
+            if not self._pending:
+                self._wake_writer = anyio.Event()
+                await self._wake_writer.wait()
+                continue
+            group = self._pending[: self._max_batch]
+            del self._pending[: self._max_batch]
+            self._writing = len(group)
+            try:
+                results: list[Any] = list(await self._journal.write([s.request for s in group]))
+            except ActorsError as exc:
+                results = [exc] * len(group)
+            except Exception as exc:  # a journal bug must not lose the replies
+                log.error("journal write raised", error=repr(exc))
+                results = [JournalUnavailable(repr(exc))] * len(group)
+            finally:
+                self._writing = 0
+            self.commits += 1
+            self.last_batch = len(group)
+            for staged, result in zip(group, results, strict=True):
+                if result is None:
+                    self._committed(staged)
+                else:
+                    self._commit_failed(staged, result)
+
+    def _committed(self, staged: _Staged) -> None:
+        system = self._system
+        actor = staged.actor
+        request = staged.request
+        kind, key = request.kind, request.key
+        self.committed_requests += 1
+        self.committed_events += len(request.events)
+        actor._p_seq = request.expected_seq + len(request.events)
+        if request.snapshot is not None:
+            actor._p_since_snapshot = 0
+        else:
+            actor._p_since_snapshot += len(request.events)
+        timers = system.timers
+        fired = {f.name: f.due for f in staged.fired}
+        for name in request.deadlines_cancel:
+            if name in fired:
+                timers.settled(kind, key, name, fired[name])
+            else:
+                timers.cancel(kind, key, name)
+        for d in request.deadlines_set:
+            timers.cancel(kind, key, d.name)
+            system._arm_deadline(kind, key, d.name, d.due)
+        if request.outbox:
+            system.outbox.push(request.outbox)
+        for reply, value in staged.replies:
+            if reply is not None:
+                deliver(reply, value)
+        actor._a_fails = 0
+        if actor._a_state == ActorState.COMMITTING:
+            actor._a_state = READY
+            system._reschedule(actor)
+
+    def _commit_failed(self, staged: _Staged, error: BaseException) -> None:
+        system = self._system
+        actor = staged.actor
+        log.warning(
+            "commit failed; rebuilding actor from its journal",
+            kind=actor._a_kind.name,
+            key=actor._a_key,
+            error=repr(error),
+        )
+        failure = CommitFailed(f"commit failed: {error}")
+        failure.__cause__ = error
+        for reply, _ in staged.replies:
+            if reply is not None:
+                deliver(reply, failure)
+        # Messages nobody waits for (tells, deadlines) are applied again after recovery.
+        requeue_front(actor, [env for env in staged.batch if env.reply is None])
+        for fire in staged.fired:
+            timers_entry = system.timers.get(actor._a_kind.name, actor._a_key, fire.name)
+            if timers_entry is not None and timers_entry.fired:
+                system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
+        if actor._a_state == ActorState.COMMITTING:
+            system._restart_later(actor, error)
+
+    # -- recovery ---------------------------------------------------------------------
+
+    def recover(self, actor: PersistentActor) -> None:
+        actor._a_state = ActorState.RECOVERING
+        self._to_recover.append(actor)
+        self._wake_loader.set()
+
+    async def run_loader(self) -> None:
+        while True:
+            if not self._to_recover:
+                self._wake_loader = anyio.Event()
+                await self._wake_loader.wait()
+                continue
+            group = self._to_recover[:2000]
+            del self._to_recover[:2000]
+            self._recovering = len(group)
+            try:
+                recoveries = await self._journal.recover(
+                    [(a._a_kind.name, a._a_key) for a in group]
+                )
+            except ActorsError as exc:
+                log.warning("recovery failed; retrying", error=repr(exc))
+                for actor in group:
+                    if actor._a_state == ActorState.RECOVERING:
+                        self._system._restart_later(actor, exc)
+                continue
+            finally:
+                self._recovering = 0
+            for actor, rec in zip(group, recoveries, strict=True):
+                if actor._a_state == ActorState.RECOVERING:
+                    self._recovered(actor, rec)
+
+    def _recovered(self, actor: PersistentActor, rec: Recovery) -> None:
+        system = self._system
+        kind = actor._a_kind
+        try:
+            if rec.snapshot is not None:
+                actor.restore(kind.snapshot_decoder.decode(rec.snapshot))
+            decode = kind.event_decoder.decode
+            for data in rec.events:
+                actor.apply(decode(data))
+        except (msgspec.DecodeError, msgspec.ValidationError, Exception) as exc:
+            log.error("replay failed", kind=kind.name, key=actor._a_key, error=repr(exc))
+            system._restart_later(actor, exc)
+            return
+        actor._p_seq = rec.seq
+        actor._p_since_snapshot = rec.seq - rec.snapshot_seq
+        actor._p_idem = dict(rec.idempotency) if rec.idempotency else None
+        for d in rec.deadlines:
+            system._arm_deadline(kind.name, actor._a_key, d.name, d.due)
+        actor._a_state = READY
+        system._started(actor)
+
+    # -- node start: every durable deadline --------------------------------------------
+
+    async def arm_all_deadlines(self) -> int:
+        system = self._system
+        clock = system.clock
+        total = 0
+        after: tuple[float, str, str, str] | None = None
+        while True:
+            page = await self._journal.deadlines(after, 50_000)
+            if not page:
+                break
+            now_mono = clock.monotonic()
+            now_wall = clock.time()
+            total += system.timers.arm_many(
+                TimerEntry(d.kind, d.key, d.name, now_mono + (d.due - now_wall), d.due, True)
+                for d in page
+            )
+            last = page[-1]
+            after = (last.due, last.kind, last.key, last.name)
+        return total

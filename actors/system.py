@@ -1,0 +1,585 @@
+"""The actor system: one per node. Owns the dispatcher, the timer service, the journal
+writer and loader, the outbox relay and every actor of the node.
+
+Actors are *virtual*: ``system.ref(kind, key)`` names one whether or not it is active;
+the first message activates it (recovering it from the journal if it is persistent),
+and it is passivated again when idle. :meth:`ActorSystem.spawn` makes a one-off actor
+whose ref fails with :class:`~actors.errors.ActorStopped` once it stops.
+
+Every background task runs in the system's task group (``async with system:``), so none
+outlives it.
+"""
+
+from __future__ import annotations
+
+import itertools
+import uuid
+from collections import deque
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from typing import Any
+
+import anyio
+import msgspec
+import structlog
+from anyio.abc import TaskGroup
+
+from .actor import Actor, ActorState
+from .clock import Clock, RealClock
+from .dispatcher import Dispatcher, deliver, has_mail, next_envelope, requeue_front
+from .envelope import Envelope, Overflow
+from .errors import ActorFailed, ActorsError, ActorStopped, AskTimeout, Overloaded
+from .journal.base import DeadLetter, Journal
+from .outbox import OutboxRelay, OutboxSink
+from .persistence import DurableFire, PersistenceDriver
+from .persistent import PersistentActor
+from .ref import ActorRef, _AskSlot
+from .supervision import DeadLetters, backoff_delay, encode_payload
+from .timers import TimerEntry, TimerService
+
+__all__ = ["ActorSystem", "KindRuntime"]
+
+log = structlog.get_logger("actors.system")
+
+READY = ActorState.READY
+STOPPED = ActorState.STOPPED
+
+_INTERNAL = "$"  # timer kinds starting with this are the system's own callbacks
+
+
+class KindRuntime:
+    """Everything the runtime keeps per actor kind: its config, codecs and the active
+    actors (a dict in least-recently-used order when passivation is on)."""
+
+    def __init__(
+        self, system: ActorSystem, name: str, factory: Callable[[], Actor], cls: type[Actor]
+    ) -> None:
+        self.system = system
+        self.name = name
+        self.factory = factory
+        self.cls = cls
+        self.active: dict[str, Actor] = {}
+        self.capacity = max(1, cls.mailbox_capacity)
+        self.overflow = cls.overflow
+        self.throughput = max(1, cls.throughput)
+        self.passivate_after = cls.passivate_after
+        self.max_active = cls.max_active
+        self.max_failures = max(1, cls.max_failures)
+        self.backoff = cls.restart_backoff
+        self.lru = self.passivate_after is not None or self.max_active is not None
+        self.persistent = issubclass(cls, PersistentActor)
+        self.snapshot_every = 0
+        self.encoder = msgspec.msgpack.Encoder()
+        if issubclass(cls, PersistentActor):
+            if cls.event_type is None:
+                raise TypeError(f"{cls.__name__} must declare event_type")
+            self.event_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+                cls.event_type
+            )
+            if cls.snapshot_type is not None:
+                self.snapshot_decoder: msgspec.msgpack.Decoder[Any] = msgspec.msgpack.Decoder(
+                    cls.snapshot_type
+                )
+                self.snapshot_every = cls.snapshot_every
+        self.activations = 0
+        self.passivations = 0
+
+    def touch(self, actor: Actor) -> None:
+        """Mark ``actor`` most recently used."""
+        active = self.active
+        key = actor._a_key
+        if active.get(key) is actor:
+            del active[key]
+            active[key] = actor
+        actor._a_last = self.system.clock.monotonic()
+
+
+class ActorSystem:
+    """A node's actors and the machinery that runs them.
+
+    ``journal`` is required for persistent actors; ``outbox_sink`` receives committed
+    outbox entries (None: they are dropped after commit)."""
+
+    def __init__(
+        self,
+        *,
+        clock: Clock | None = None,
+        journal: Journal | None = None,
+        outbox_sink: OutboxSink | None = None,
+        node_id: str | None = None,
+        sweep_interval: float = 1.0,
+        shutdown_timeout: float = 5.0,
+    ) -> None:
+        #: How long leaving ``async with`` waits for pending commits and publishes.
+        self.shutdown_timeout = shutdown_timeout
+        self.clock: Clock = clock if clock is not None else RealClock()
+        self.journal = journal
+        self.node_id = node_id or f"node-{uuid.uuid4().hex[:8]}"
+        self.timers = TimerService(self.clock, self._on_timer)
+        self.dispatcher = Dispatcher(self)
+        self.persistence = PersistenceDriver(self, journal) if journal is not None else None
+        self.outbox = OutboxRelay(journal, outbox_sink)
+        self.dead_letters = DeadLetters(journal)
+        self.restarts = 0
+        self._kinds: dict[str, KindRuntime] = {}
+        self._current: Envelope | None = None
+        self._tg: TaskGroup | None = None
+        self._running = False
+        self._pipes = 0
+        self._sweep_interval = sweep_interval
+        self._anon = itertools.count(1)
+
+    # -- lifecycle ----------------------------------------------------------------------
+
+    async def __aenter__(self) -> ActorSystem:
+        if self.journal is not None:
+            await self.journal.open()
+        tg = anyio.create_task_group()
+        await tg.__aenter__()
+        self._tg = tg
+        self._running = True
+        tg.start_soon(self.dispatcher.run)
+        tg.start_soon(self.timers.run)
+        tg.start_soon(self.outbox.run)
+        if self.persistence is not None:
+            tg.start_soon(self.persistence.run_writer)
+            tg.start_soon(self.persistence.run_loader)
+            tg.start_soon(self.dead_letters.run)
+            armed = await self.persistence.arm_all_deadlines()
+            if armed:
+                log.info("durable deadlines armed", count=armed)
+        self._arm_sweep()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> bool | None:
+        tg = self._tg
+        assert tg is not None
+        try:
+            if exc_type is None:
+                with anyio.move_on_after(self.shutdown_timeout):
+                    await self.drain()
+            self._running = False
+            for kind in self._kinds.values():
+                for actor in list(kind.active.values()):
+                    self._stop_actor(actor)
+            tg.cancel_scope.cancel()
+        finally:
+            self._tg = None
+            try:
+                suppressed = await tg.__aexit__(exc_type, exc, tb)
+            finally:
+                if self.journal is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.journal.close()
+        return suppressed
+
+    @property
+    def busy(self) -> bool:
+        """True while any actor has work or any commit, recovery or publish is pending."""
+        return (
+            self.dispatcher.busy
+            or (self.persistence is not None and self.persistence.busy)
+            or self.outbox.busy
+            or self.dead_letters.busy
+            or self._pipes > 0
+        )
+
+    async def drain(self) -> None:
+        """Wait until the system is idle (no mail, commits or publishes pending)."""
+        # Polled: "idle" is the conjunction of several components' queues, and this runs
+        # only at shutdown and in tests.
+        while self.busy:  # noqa: ASYNC110
+            await anyio.sleep(0.001)
+
+    # -- registration and refs --------------------------------------------------------------
+
+    def register(
+        self, kind: str, factory: type[Actor] | Callable[[], Actor], cls: type[Actor] | None = None
+    ) -> None:
+        """Declare actor kind ``kind``: ``factory()`` makes a fresh (unstarted) actor.
+        Pass ``cls`` when the factory is not the class itself."""
+        if kind in self._kinds:
+            raise ValueError(f"actor kind {kind!r} is already registered")
+        if kind.startswith(_INTERNAL):
+            raise ValueError("actor kinds may not start with '$'")
+        actor_cls = cls if cls is not None else factory
+        if not (isinstance(actor_cls, type) and issubclass(actor_cls, Actor)):
+            raise TypeError("register needs an Actor subclass (pass cls= with a factory)")
+        if issubclass(actor_cls, PersistentActor) and self.journal is None:
+            raise TypeError(f"{kind!r} is persistent but the system has no journal")
+        self._kinds[kind] = KindRuntime(self, kind, factory, actor_cls)
+
+    def kind(self, kind: str) -> KindRuntime:
+        try:
+            return self._kinds[kind]
+        except KeyError:
+            raise ActorsError(f"unknown actor kind {kind!r}") from None
+
+    def ref(self, kind: str, key: str) -> ActorRef:
+        """A ref to virtual actor ``(kind, key)``; it is activated by its first message."""
+        kr = self.kind(kind)
+        return ActorRef(self, kind, key, kr.active.get(key))
+
+    def spawn(
+        self, factory: type[Actor] | Callable[[], Actor], name: str | None = None
+    ) -> ActorRef:
+        """Start a one-off actor. Its ref raises ActorStopped once it has stopped."""
+        actor = factory()
+        cls = type(actor)
+        kind_name = f"{_INTERNAL}{cls.__module__}.{cls.__qualname__}"
+        kr = self._kinds.get(kind_name)
+        if kr is None:
+            kr = self._kinds[kind_name] = KindRuntime(self, kind_name, factory, cls)
+        key = name or str(next(self._anon))
+        if key in kr.active:
+            raise ValueError(f"an actor named {key!r} is already running")
+        self._bind(kr, key, actor)
+        return ActorRef(self, kind_name, key, actor, virtual=False)
+
+    def active_count(self, kind: str | None = None) -> int:
+        if kind is not None:
+            return len(self.kind(kind).active)
+        return sum(len(k.active) for k in self._kinds.values())
+
+    def is_active(self, kind: str, key: str) -> bool:
+        return key in self.kind(kind).active
+
+    # -- activation / passivation ------------------------------------------------------
+
+    def _lookup(self, kind: str, key: str) -> Actor | None:
+        kr = self._kinds.get(kind)
+        return None if kr is None else kr.active.get(key)
+
+    def _resolve(self, kind: str, key: str, virtual: bool) -> Actor:
+        kr = self.kind(kind)
+        actor = kr.active.get(key)
+        if actor is not None:
+            return actor
+        if not virtual:
+            raise ActorStopped(f"{kind}/{key} is stopped")
+        if not self._running:
+            raise ActorStopped(f"{kind}/{key}: the actor system is not running")
+        return self._bind(kr, key, kr.factory())
+
+    def _bind(self, kr: KindRuntime, key: str, actor: Actor) -> Actor:
+        if kr.max_active is not None and len(kr.active) >= kr.max_active:
+            self._evict(kr)
+        actor._a_kind = kr
+        actor._a_key = key
+        actor._a_ref = None
+        actor._a_mail = None
+        actor._a_sys = None
+        actor._a_sched = False
+        actor._a_fails = 0
+        actor._a_last = self.clock.monotonic()
+        kr.active[key] = actor
+        kr.activations += 1
+        if kr.persistent:
+            assert isinstance(actor, PersistentActor) and self.persistence is not None
+            actor._p_seq = 0
+            actor._p_since_snapshot = 0
+            actor._p_events = None
+            actor._p_deadlines = None
+            actor._p_cancel = None
+            actor._p_fired = None
+            actor._p_idem = None
+            actor._p_idem_new = None
+            actor._p_outbox = None
+            actor._p_replies = None
+            actor._p_batch = None
+            self.persistence.recover(actor)
+        else:
+            actor._a_state = READY
+            self._started(actor)
+        return actor
+
+    def _started(self, actor: Actor) -> None:
+        try:
+            actor.on_start()
+        except Exception as exc:
+            log.error("on_start failed", kind=actor._a_kind.name, key=actor._a_key, error=repr(exc))
+            self._restart_later(actor, exc)
+            return
+        self._reschedule(actor)
+
+    def _evict(self, kr: KindRuntime) -> None:
+        """Passivate the least recently used idle actor of ``kr`` (if any)."""
+        for actor in kr.active.values():
+            if actor._a_state == READY and not actor._a_sched and not has_mail(actor):
+                self._passivate(actor)
+                return
+
+    def _passivate(self, actor: Actor) -> None:
+        kr = actor._a_kind
+        actor._a_state = STOPPED
+        if kr.active.get(actor._a_key) is actor:
+            del kr.active[actor._a_key]
+        self.timers.cancel_actor(kr.name, actor._a_key)
+        kr.passivations += 1
+        try:
+            actor.on_stop()
+        except Exception as exc:
+            log.error("on_stop failed", kind=kr.name, key=actor._a_key, error=repr(exc))
+
+    def _arm_sweep(self) -> None:
+        self.timers.arm(
+            "$sweep", "", "", self.clock.monotonic() + self._sweep_interval, self._sweep
+        )
+
+    def _sweep(self) -> None:
+        """Passivate actors idle for longer than their kind's ``passivate_after``."""
+        now = self.clock.monotonic()
+        for kr in self._kinds.values():
+            after = kr.passivate_after
+            if after is None:
+                continue
+            cutoff = now - after
+            idle: list[Actor] = []
+            for actor in kr.active.values():
+                if actor._a_last > cutoff:
+                    break  # LRU order: everything after is fresher
+                if actor._a_state == READY and not actor._a_sched and not has_mail(actor):
+                    idle.append(actor)
+            for actor in idle:
+                self._passivate(actor)
+        if self._running:
+            self._arm_sweep()
+
+    # -- messaging ------------------------------------------------------------------
+
+    def _enqueue(self, actor: Actor, env: Envelope) -> None:
+        mail = actor._a_mail
+        if mail is None:
+            actor._a_mail = env
+        elif type(mail) is Envelope:
+            if actor._a_kind.capacity <= 1:
+                self._overflow(actor, env)
+                return
+            actor._a_mail = deque((mail, env))
+        else:
+            assert isinstance(mail, deque)
+            if len(mail) >= actor._a_kind.capacity:
+                self._overflow(actor, env)
+                return
+            mail.append(env)
+        if not actor._a_sched and actor._a_state == READY:
+            self.dispatcher.schedule(actor)
+
+    def _enqueue_system(self, actor: Actor, env: Envelope) -> None:
+        lane = actor._a_sys
+        if lane is None:
+            actor._a_sys = deque((env,))
+        else:
+            lane.append(env)
+        if not actor._a_sched and actor._a_state == READY:
+            self.dispatcher.schedule(actor)
+
+    def _overflow(self, actor: Actor, env: Envelope) -> None:
+        kr = actor._a_kind
+        error = Overloaded(f"{kr.name}/{actor._a_key}: mailbox full ({kr.capacity})")
+        policy = kr.overflow
+        if policy is Overflow.REJECT:
+            raise error
+        if policy is Overflow.DROP_NEWEST:
+            if env.reply is not None:
+                deliver(env.reply, error)
+            return
+        mail = actor._a_mail
+        if type(mail) is Envelope:
+            actor._a_mail = env
+            oldest = mail
+        else:
+            assert isinstance(mail, deque)
+            oldest = mail.popleft()
+            mail.append(env)
+        if oldest.reply is not None:
+            deliver(oldest.reply, error)
+
+    def _reschedule(self, actor: Actor) -> None:
+        if actor._a_state == READY and has_mail(actor):
+            self.dispatcher.schedule(actor)
+
+    def _ask_timer(self, slot: _AskSlot, deadline: float, message: Any) -> TimerEntry:
+        entry = TimerEntry("$ask", "", "", deadline, slot, False)
+        self.timers.push(entry)
+        return entry
+
+    def _turn_persistent(self, actor: Actor) -> None:
+        assert self.persistence is not None and isinstance(actor, PersistentActor)
+        self.persistence.turn(actor)
+
+    # -- timers -----------------------------------------------------------------------
+
+    def _arm_deadline(self, kind: str, key: str, name: str, due_wall: float) -> None:
+        clock = self.clock
+        due = clock.monotonic() + (due_wall - clock.time())
+        self.timers.arm(kind, key, name, due, due_wall, durable=True)
+
+    def _on_timer(self, entry: TimerEntry) -> None:
+        kind = entry.kind
+        if kind.startswith(_INTERNAL):
+            if kind == "$ask":
+                slot = entry.message
+                slot(AskTimeout("no reply before the ask's deadline"))
+            else:
+                entry.message()
+            return
+        try:
+            actor = self._resolve(kind, entry.key, True)
+        except ActorsError:
+            return  # stopping, or the kind is gone
+        if entry.durable:
+            self._enqueue_system(actor, Envelope(DurableFire(entry.name, entry.message)))
+        else:
+            self._enqueue_system(actor, Envelope(entry.message))
+
+    # -- supervision ------------------------------------------------------------------
+
+    def _failed(self, actor: Actor, env: Envelope, exc: Exception, batch: list[Envelope]) -> None:
+        kr = actor._a_kind
+        env.attempts += 1
+        log.warning(
+            "handler failed",
+            kind=kr.name,
+            key=actor._a_key,
+            message_type=type(env.message).__name__,
+            attempts=env.attempts,
+            error=repr(exc),
+        )
+        again = list(batch)
+        if env.attempts >= kr.max_failures:
+            letter = DeadLetter(
+                kind=kr.name,
+                key=actor._a_key,
+                message_type=type(env.message).__name__,
+                payload=encode_payload(env.message),
+                error=repr(exc),
+                attempts=env.attempts,
+                at=self.clock.time(),
+            )
+            self.dead_letters.record(letter)
+            if env.reply is not None:
+                failure = ActorFailed(
+                    f"{kr.name}/{actor._a_key} failed {env.attempts} times on "
+                    f"{type(env.message).__name__}: {exc!r}"
+                )
+                failure.__cause__ = exc
+                deliver(env.reply, failure)
+        else:
+            again.append(env)
+        requeue_front(actor, again)
+        self._restart_later(actor, exc)
+
+    def _restart_later(self, actor: Actor, error: BaseException) -> None:
+        """Replace ``actor`` by a fresh incarnation after a backoff delay."""
+        kr = actor._a_kind
+        actor._a_fails += 1
+        actor._a_state = ActorState.BACKOFF
+        first, cap = kr.backoff
+        delay = backoff_delay(actor._a_fails, first, cap)
+        self.timers.push(
+            TimerEntry(
+                "$restart",
+                "",
+                "",
+                self.clock.monotonic() + delay,
+                lambda: self._restart(actor, error),
+                False,
+            )
+        )
+
+    def _restart(self, old: Actor, error: BaseException) -> None:
+        kr = old._a_kind
+        if old._a_state != ActorState.BACKOFF or kr.active.get(old._a_key) is not old:
+            return
+        self.restarts += 1
+        try:
+            old.on_stop()
+        except Exception as exc:
+            log.error("on_stop failed", kind=kr.name, key=old._a_key, error=repr(exc))
+        old._a_state = STOPPED
+        try:
+            new = kr.factory()
+        except Exception as exc:
+            log.error("factory failed", kind=kr.name, key=old._a_key, error=repr(exc))
+            old._a_state = ActorState.BACKOFF
+            self._restart_later(old, exc)
+            return
+        mail, lane, fails = old._a_mail, old._a_sys, old._a_fails
+        old._a_mail = old._a_sys = None
+        del kr.active[old._a_key]
+        try:
+            new.on_restart(error)
+        except Exception as exc:
+            log.error("on_restart failed", kind=kr.name, key=old._a_key, error=repr(exc))
+        self._bind(kr, old._a_key, new)
+        new._a_fails = fails
+        if mail is not None:
+            new._a_mail = mail
+        if lane is not None:
+            new._a_sys = lane
+        self._reschedule(new)
+
+    # -- stop ----------------------------------------------------------------------------
+
+    def _stop_actor(self, actor: Actor) -> None:
+        if actor._a_state == STOPPED:
+            return
+        kr = actor._a_kind
+        committing = actor._a_state == ActorState.COMMITTING
+        actor._a_state = STOPPED
+        if kr.active.get(actor._a_key) is actor:
+            del kr.active[actor._a_key]
+        self.timers.cancel_actor(kr.name, actor._a_key)
+        error = ActorStopped(f"{kr.name}/{actor._a_key} stopped")
+        while (env := next_envelope(actor)) is not None:
+            if env.reply is not None:
+                deliver(env.reply, error)
+        if not committing:
+            try:
+                actor.on_stop()
+            except Exception as exc:
+                log.error("on_stop failed", kind=kr.name, key=actor._a_key, error=repr(exc))
+
+    # -- async work ------------------------------------------------------------------------
+
+    def _pipe(
+        self,
+        ref: ActorRef,
+        work: Callable[[], Awaitable[Any]],
+        to_message: Callable[[Any], Any],
+        on_error: Callable[[BaseException], Any] | None,
+    ) -> None:
+        if self._tg is None:
+            raise ActorStopped("the actor system is not running")
+        self._pipes += 1
+        self._tg.start_soon(self._run_pipe, ref, work, to_message, on_error)
+
+    async def _run_pipe(
+        self,
+        ref: ActorRef,
+        work: Callable[[], Awaitable[Any]],
+        to_message: Callable[[Any], Any],
+        on_error: Callable[[BaseException], Any] | None,
+    ) -> None:
+        try:
+            try:
+                result = await work()
+            except Exception as exc:
+                if on_error is None:
+                    log.error("piped work failed", target=repr(ref), error=repr(exc))
+                    return
+                message = on_error(exc)
+            else:
+                message = to_message(result)
+            try:
+                ref.tell(message)
+            except ActorsError as exc:
+                log.warning("piped result not delivered", target=repr(ref), error=repr(exc))
+        finally:
+            self._pipes -= 1

@@ -1,0 +1,1 @@
+"""ICESHOP: the shop domain on the actor runtime."""
