@@ -124,8 +124,9 @@ class Journal(Protocol):
         the whole batch raises :class:`~actors.errors.JournalUnavailable`."""
         ...
 
-    async def deadlines(self, after: tuple[float, str, str, str] | None = None,
-                        limit: int = 10_000) -> list[Deadline]:
+    async def deadlines(
+        self, after: tuple[float, str, str, str] | None = None, limit: int = 10_000
+    ) -> list[Deadline]:
         """Pending deadlines ordered by ``(due, kind, key, name)``, strictly after the
         cursor ``after`` when given; used on start to re-arm every deadline."""
         ...
