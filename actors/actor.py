@@ -22,13 +22,17 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .envelope import Envelope, Overflow
+from .envelope import Overflow, Reply
 
 if TYPE_CHECKING:
     from .ref import ActorRef
     from .system import ActorSystem, KindRuntime
 
 __all__ = ["Actor", "ActorState"]
+
+
+def _no_reply(value: Any) -> None:
+    """Reply handle of a message nobody waits for."""
 
 
 class ActorState:
@@ -74,8 +78,8 @@ class Actor:
     _a_kind: KindRuntime
     _a_key: str
     _a_ref: ActorRef | None
-    _a_mail: Envelope | deque[Envelope] | None
-    _a_sys: deque[Envelope] | None
+    _a_mail: Any  # None, one item, or a deque of items (Envelope or bare message)
+    _a_sys: deque[Any] | None
     _a_state: int
     _a_sched: bool
     _a_last: float
@@ -143,6 +147,43 @@ class Actor:
 
     def cancel_timer(self, name: str) -> None:
         self._a_kind.system.timers.cancel(self._a_kind.name, self._a_key, name)
+
+    # -- replies and requests to other actors ------------------------------------------
+
+    def reply_later(self) -> Reply:
+        """Take over the reply to the message being handled: the handler's return value
+        is then not sent. Answer later, from any turn, with :meth:`respond`."""
+        env = self._a_kind.system._current
+        if env is None or env.reply is None:
+            return _no_reply
+        reply = env.reply
+        env.reply = None
+        return reply
+
+    def respond(self, reply: Reply, value: Any) -> None:
+        """Answer a reply handle taken with :meth:`reply_later` (or received in a
+        message). In a persistent actor the answer waits for this turn's commit."""
+        replies = self._a_kind.system._replies
+        if replies is not None:
+            replies.append((reply, value))
+        else:
+            try:
+                reply(value)
+            except Exception:  # a faulty callback never breaks the turn
+                pass
+
+    def request(
+        self,
+        target: ActorRef,
+        message: Any,
+        to_message: Callable[[Any], Any],
+        *,
+        timeout: float = 5.0,
+    ) -> None:
+        """Ask ``target`` without waiting: its reply (or an
+        :class:`~actors.errors.ActorsError`, e.g. ``AskTimeout``) comes back to this
+        actor as the message ``to_message(reply)``."""
+        self._a_kind.system._request(self.ref, target, message, to_message, timeout)
 
     # -- async work ---------------------------------------------------------------
 

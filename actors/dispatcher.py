@@ -33,45 +33,44 @@ log = structlog.get_logger("actors.dispatcher")
 READY = ActorState.READY
 
 
-def next_envelope(actor: Actor) -> Envelope | None:
-    """Pop the next envelope: system lane first, then the mailbox."""
+def next_envelope(actor: Actor) -> Any:
+    """Pop the next item (an :class:`Envelope`, or a bare message sent with a plain
+    ``tell``): system lane first, then the mailbox. ``None`` when there is no mail."""
     lane = actor._a_sys
     if lane is not None:
-        env = lane.popleft()
+        item = lane.popleft()
         if not lane:
             actor._a_sys = None
-        return env
+        return item
     mail = actor._a_mail
     if mail is None:
         return None
-    if type(mail) is Envelope:
-        actor._a_mail = None
-        return mail
-    assert isinstance(mail, deque)
-    env = mail.popleft()
-    if not mail:
-        actor._a_mail = None
-    return env
+    if type(mail) is deque:
+        item = mail.popleft()
+        if not mail:
+            actor._a_mail = None
+        return item
+    actor._a_mail = None
+    return mail
 
 
 def has_mail(actor: Actor) -> bool:
     return actor._a_mail is not None or actor._a_sys is not None
 
 
-def requeue_front(actor: Actor, envs: list[Envelope]) -> None:
-    """Put ``envs`` back at the head of the mailbox, in order (no capacity check)."""
-    if not envs:
+def requeue_front(actor: Actor, items: list[Any]) -> None:
+    """Put ``items`` back at the head of the mailbox, in order (no capacity check)."""
+    if not items:
         return
     mail = actor._a_mail
-    queue: deque[Envelope]
+    queue: deque[Any]
     if mail is None:
         queue = deque()
-    elif type(mail) is Envelope:
-        queue = deque((mail,))
-    else:
-        assert isinstance(mail, deque)
+    elif type(mail) is deque:
         queue = mail
-    queue.extendleft(reversed(envs))
+    else:
+        queue = deque((mail,))
+    queue.extendleft(reversed(items))
     actor._a_mail = queue
 
 
@@ -146,27 +145,31 @@ class Dispatcher:
         n = kind.throughput
         handled = 0
         while n:
-            env = next_envelope(actor)
-            if env is None:
+            item = next_envelope(actor)
+            if item is None:
                 break
             n -= 1
-            if env.deadline is not None and env.deadline < clock.monotonic():
-                if env.reply is not None:
-                    deliver(env.reply, DeadlineExceeded("deadline passed before its turn"))
-                continue
-            system._current = env
+            if type(item) is Envelope:
+                if item.deadline is not None and item.deadline < clock.monotonic():
+                    if item.reply is not None:
+                        deliver(item.reply, DeadlineExceeded("deadline passed before its turn"))
+                    continue
+                system._current = item
+                message = item.message
+            else:
+                system._current = None
+                message = item
             try:
-                result = receive(env.message)
+                result = receive(message)
             except Exception as exc:
                 system._current = None
                 self.handled += handled
-                system._failed(actor, env, exc, [])
+                system._failed(actor, item, exc, [])
                 return
             handled += 1
-            reply = env.reply
-            if reply is not None:
+            if type(item) is Envelope and item.reply is not None:
                 try:
-                    reply(result)
+                    item.reply(result)
                 except Exception as exc:
                     log.error("reply callback failed", error=repr(exc))
             if actor._a_state != READY:

@@ -49,19 +49,29 @@ class DurableFire:
         self.due = due
 
 
+def _send_after(after: list[tuple[Any, Any]]) -> None:
+    for target, message in after:
+        try:
+            target.tell(message)
+        except ActorsError as exc:
+            log.warning("message after commit not delivered", target=repr(target), error=repr(exc))
+
+
 class _Staged:
     """What a committing actor waits for."""
 
-    __slots__ = ("actor", "batch", "fired", "replies", "request")
+    __slots__ = ("actor", "after", "batch", "fired", "replies", "request")
 
     def __init__(
         self,
         actor: PersistentActor,
         request: WriteRequest,
         replies: list[tuple[Any, Any]],
-        batch: list[Envelope],
+        batch: list[Any],
         fired: list[DurableFire],
+        after: list[tuple[Any, Any]] | None,
     ) -> None:
+        self.after = after
         self.actor = actor
         self.request = request
         self.replies = replies
@@ -98,50 +108,62 @@ class PersistenceDriver:
             kind.touch(actor)
         clock = system.clock
         n = kind.throughput
-        batch: list[Envelope] = []
+        batch: list[Any] = []
         replies: list[tuple[Any, Any]] = []
         fired: list[DurableFire] = []
         while n:
-            env = next_envelope(actor)
-            if env is None:
+            item = next_envelope(actor)
+            if item is None:
                 break
             n -= 1
-            if env.deadline is not None and env.deadline < clock.monotonic():
-                if env.reply is not None:
-                    deliver(env.reply, DeadlineExceeded("deadline passed before its turn"))
-                continue
-            message = env.message
+            reply = None
+            if type(item) is Envelope:
+                if item.deadline is not None and item.deadline < clock.monotonic():
+                    if item.reply is not None:
+                        deliver(item.reply, DeadlineExceeded("deadline passed before its turn"))
+                    continue
+                system._current = item
+                message = item.message
+                reply = item.reply
+            else:
+                system._current = None
+                message = item
             if type(message) is DurableFire:
                 fired.append(message)
                 if actor._p_cancel is None:
                     actor._p_cancel = set()
                 actor._p_cancel.add(message.name)
                 message = DeadlineFired(message.name, message.due, clock.time() - message.due)
-            system._current = env
+            system._replies = replies
             try:
                 result = actor.receive(message)
             except Exception as exc:
                 system._current = None
+                system._replies = None
                 self._discard_staged(actor)
-                system._failed(actor, env, exc, batch)
+                system._failed(actor, item, exc, batch)
                 return
-            batch.append(env)
-            replies.append((env.reply, result))
+            batch.append(item)
+            if reply is not None and type(item) is Envelope and item.reply is not None:
+                replies.append((reply, result))
             if actor._a_state != READY:
                 break
         system._current = None
+        system._replies = None
         system.dispatcher.handled += len(batch)
         request = self._stage(actor)
         if request is None:
             for reply, value in replies:
                 if reply is not None:
                     deliver(reply, value)
+            self._tell_after(actor)
             if batch:
                 actor._a_fails = 0
             system._reschedule(actor)
             return
         actor._a_state = ActorState.COMMITTING
-        self._pending.append(_Staged(actor, request, replies, batch, fired))
+        after, actor._p_after = actor._p_after, None
+        self._pending.append(_Staged(actor, request, replies, batch, fired, after))
         self._wake_writer.set()
 
     def _stage(self, actor: PersistentActor) -> WriteRequest | None:
@@ -176,11 +198,20 @@ class PersistenceDriver:
             idempotency=idem or [],
             outbox=outbox or [],
         )
-        self._discard_staged(actor, keep_idem=True)
+        after = actor._p_after
+        self._discard_staged(actor)
+        actor._p_after = after
         return request
 
     @staticmethod
-    def _discard_staged(actor: PersistentActor, keep_idem: bool = False) -> None:
+    def _tell_after(actor: PersistentActor) -> None:
+        after, actor._p_after = actor._p_after, None
+        if after:
+            _send_after(after)
+
+    @staticmethod
+    def _discard_staged(actor: PersistentActor) -> None:
+        actor._p_after = None
         actor._p_events = None
         actor._p_deadlines = None
         actor._p_cancel = None
@@ -242,6 +273,8 @@ class PersistenceDriver:
         for reply, value in staged.replies:
             if reply is not None:
                 deliver(reply, value)
+        if staged.after:
+            _send_after(staged.after)
         actor._a_fails = 0
         if actor._a_state == ActorState.COMMITTING:
             actor._a_state = READY
@@ -262,7 +295,10 @@ class PersistenceDriver:
             if reply is not None:
                 deliver(reply, failure)
         # Messages nobody waits for (tells, deadlines) are applied again after recovery.
-        requeue_front(actor, [env for env in staged.batch if env.reply is None])
+        requeue_front(
+            actor,
+            [item for item in staged.batch if type(item) is not Envelope or item.reply is None],
+        )
         for fire in staged.fired:
             timers_entry = system.timers.get(actor._a_kind.name, actor._a_key, fire.name)
             if timers_entry is not None and timers_entry.fired:

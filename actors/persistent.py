@@ -22,10 +22,13 @@ want snapshots, the snapshot type and cadence::
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from .actor import Actor
-from .envelope import Envelope, Reply
+from .envelope import Envelope
+
+if TYPE_CHECKING:
+    from .ref import ActorRef
 from .journal.base import OutboxEntry
 
 __all__ = ["DeadlineFired", "PersistentActor"]
@@ -52,6 +55,7 @@ class PersistentActor(Actor):
     """An actor whose state is the fold of its journal."""
 
     __slots__ = (
+        "_p_after",
         "_p_batch",
         "_p_cancel",
         "_p_deadlines",
@@ -60,7 +64,6 @@ class PersistentActor(Actor):
         "_p_idem",
         "_p_idem_new",
         "_p_outbox",
-        "_p_replies",
         "_p_seq",
         "_p_since_snapshot",
     )
@@ -81,7 +84,7 @@ class PersistentActor(Actor):
     _p_idem: dict[str, bytes] | None
     _p_idem_new: list[tuple[str, bytes]] | None
     _p_outbox: list[OutboxEntry] | None
-    _p_replies: list[tuple[Reply | None, Any]] | None
+    _p_after: list[tuple[ActorRef, Any]] | None
     _p_batch: list[Envelope] | None
 
     # -- to implement --------------------------------------------------------------
@@ -143,6 +146,14 @@ class PersistentActor(Actor):
         if self._p_idem_new is None:
             self._p_idem_new = []
         self._p_idem_new.append((request_id, reply))
+
+    def tell_after_commit(self, target: ActorRef, message: Any) -> None:
+        """Tell ``target`` once this turn has committed (never about a change that was
+        not stored). Fire and forget: a full mailbox drops it with a warning."""
+        if self._p_after is None:
+            self._p_after = [(target, message)]
+        else:
+            self._p_after.append((target, message))
 
     def emit(
         self,

@@ -9,6 +9,7 @@ the next message activates the actor again.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
 
@@ -24,6 +25,8 @@ if TYPE_CHECKING:
 __all__ = ["ActorRef"]
 
 _STOPPED = ActorState.STOPPED
+# Messages that would be mistaken for mailbox internals travel in an envelope.
+_WRAPPED = (Envelope, deque)
 
 
 class _AskSlot:
@@ -79,7 +82,24 @@ class ActorRef:
     ) -> None:
         """Enqueue ``message``. ``reply_to`` (if given) is called with the reply value or
         an :class:`~actors.errors.ActorsError`. ``deadline`` is monotonic seconds."""
-        self._system._enqueue(self._target(), Envelope(message, reply_to, headers, deadline))
+        actor = self._actor
+        if actor is None or actor._a_state == _STOPPED:
+            actor = self._target()
+        if (
+            reply_to is None
+            and headers is None
+            and deadline is None
+            and message is not None
+            and type(message) not in _WRAPPED
+        ):
+            # A bare tell travels without an envelope: one object less per message.
+            mail = actor._a_mail
+            if type(mail) is deque and actor._a_sched and len(mail) < actor._a_kind.capacity:
+                mail.append(message)  # fast path: queued behind mail already scheduled
+                return
+            self._system._enqueue(actor, message)
+        else:
+            self._system._enqueue(actor, Envelope(message, reply_to, headers, deadline))
 
     async def ask(
         self,

@@ -47,6 +47,37 @@ STOPPED = ActorState.STOPPED
 _INTERNAL = "$"  # timer kinds starting with this are the system's own callbacks
 
 
+def _answer(item: Any, error: ActorsError) -> None:
+    """Tell whoever waits for ``item`` (if anyone) that it was not handled."""
+    if type(item) is Envelope and item.reply is not None:
+        deliver(item.reply, error)
+
+
+class _PendingRequest:
+    """Reply handle of :meth:`Actor.request`: turns the reply into a message."""
+
+    __slots__ = ("done", "origin", "timer", "to_message")
+
+    def __init__(self, origin: ActorRef, to_message: Callable[[Any], Any]) -> None:
+        self.origin = origin
+        self.to_message = to_message
+        self.done = False
+        self.timer: TimerEntry | None = None
+
+    def __call__(self, value: Any) -> None:
+        if self.done:
+            return
+        self.done = True
+        if self.timer is not None:
+            self.timer.cancelled = True
+        try:
+            self.origin.tell(self.to_message(value))
+        except ActorsError as exc:
+            log.warning(
+                "reply to a request not delivered", target=repr(self.origin), error=repr(exc)
+            )
+
+
 class KindRuntime:
     """Everything the runtime keeps per actor kind: its config, codecs and the active
     actors (a dict in least-recently-used order when passivation is on)."""
@@ -123,6 +154,8 @@ class ActorSystem:
         self.restarts = 0
         self._kinds: dict[str, KindRuntime] = {}
         self._current: Envelope | None = None
+        # Replies of the persistent turn in progress (sent after its commit).
+        self._replies: list[tuple[Any, Any]] | None = None
         self._tg: TaskGroup | None = None
         self._running = False
         self._pipes = 0
@@ -290,7 +323,7 @@ class ActorSystem:
             actor._p_idem = None
             actor._p_idem_new = None
             actor._p_outbox = None
-            actor._p_replies = None
+            actor._p_after = None
             actor._p_batch = None
             self.persistence.recover(actor)
         else:
@@ -352,53 +385,50 @@ class ActorSystem:
 
     # -- messaging ------------------------------------------------------------------
 
-    def _enqueue(self, actor: Actor, env: Envelope) -> None:
+    def _enqueue(self, actor: Actor, item: Any) -> None:
+        """Add an :class:`Envelope` or a bare message to the mailbox (bounded)."""
         mail = actor._a_mail
         if mail is None:
-            actor._a_mail = env
-        elif type(mail) is Envelope:
-            if actor._a_kind.capacity <= 1:
-                self._overflow(actor, env)
-                return
-            actor._a_mail = deque((mail, env))
-        else:
-            assert isinstance(mail, deque)
+            actor._a_mail = item
+        elif type(mail) is deque:
             if len(mail) >= actor._a_kind.capacity:
-                self._overflow(actor, env)
+                self._overflow(actor, item)
                 return
-            mail.append(env)
+            mail.append(item)
+        else:
+            if actor._a_kind.capacity <= 1:
+                self._overflow(actor, item)
+                return
+            actor._a_mail = deque((mail, item))
         if not actor._a_sched and actor._a_state == READY:
             self.dispatcher.schedule(actor)
 
-    def _enqueue_system(self, actor: Actor, env: Envelope) -> None:
+    def _enqueue_system(self, actor: Actor, item: Any) -> None:
         lane = actor._a_sys
         if lane is None:
-            actor._a_sys = deque((env,))
+            actor._a_sys = deque((item,))
         else:
-            lane.append(env)
+            lane.append(item)
         if not actor._a_sched and actor._a_state == READY:
             self.dispatcher.schedule(actor)
 
-    def _overflow(self, actor: Actor, env: Envelope) -> None:
+    def _overflow(self, actor: Actor, item: Any) -> None:
         kr = actor._a_kind
         error = Overloaded(f"{kr.name}/{actor._a_key}: mailbox full ({kr.capacity})")
         policy = kr.overflow
         if policy is Overflow.REJECT:
             raise error
         if policy is Overflow.DROP_NEWEST:
-            if env.reply is not None:
-                deliver(env.reply, error)
+            _answer(item, error)
             return
         mail = actor._a_mail
-        if type(mail) is Envelope:
-            actor._a_mail = env
-            oldest = mail
-        else:
-            assert isinstance(mail, deque)
+        if type(mail) is deque:
             oldest = mail.popleft()
-            mail.append(env)
-        if oldest.reply is not None:
-            deliver(oldest.reply, error)
+            mail.append(item)
+        else:
+            oldest = mail
+            actor._a_mail = item
+        _answer(oldest, error)
 
     def _reschedule(self, actor: Actor) -> None:
         if actor._a_state == READY and has_mail(actor):
@@ -408,6 +438,24 @@ class ActorSystem:
         entry = TimerEntry("$ask", "", "", deadline, slot, False)
         self.timers.push(entry)
         return entry
+
+    def _request(
+        self,
+        origin: ActorRef,
+        target: ActorRef,
+        message: Any,
+        to_message: Callable[[Any], Any],
+        timeout: float,
+    ) -> None:
+        pending = _PendingRequest(origin, to_message)
+        due = self.clock.monotonic() + timeout
+        pending.timer = TimerEntry("$ask", "", "", due, pending, False)
+        try:
+            target.tell(message, reply_to=pending, deadline=due)
+        except ActorsError as exc:
+            pending(exc)
+            return
+        self.timers.push(pending.timer)
 
     def _turn_persistent(self, actor: Actor) -> None:
         assert self.persistence is not None and isinstance(actor, PersistentActor)
@@ -434,14 +482,18 @@ class ActorSystem:
         except ActorsError:
             return  # stopping, or the kind is gone
         if entry.durable:
-            self._enqueue_system(actor, Envelope(DurableFire(entry.name, entry.message)))
+            self._enqueue_system(actor, DurableFire(entry.name, entry.message))
         else:
-            self._enqueue_system(actor, Envelope(entry.message))
+            message = entry.message
+            if message is None or type(message) is deque or type(message) is Envelope:
+                message = Envelope(message)
+            self._enqueue_system(actor, message)
 
     # -- supervision ------------------------------------------------------------------
 
-    def _failed(self, actor: Actor, env: Envelope, exc: Exception, batch: list[Envelope]) -> None:
+    def _failed(self, actor: Actor, item: Any, exc: Exception, batch: list[Any]) -> None:
         kr = actor._a_kind
+        env = item if type(item) is Envelope else Envelope(item)
         env.attempts += 1
         log.warning(
             "handler failed",
@@ -537,9 +589,8 @@ class ActorSystem:
             del kr.active[actor._a_key]
         self.timers.cancel_actor(kr.name, actor._a_key)
         error = ActorStopped(f"{kr.name}/{actor._a_key} stopped")
-        while (env := next_envelope(actor)) is not None:
-            if env.reply is not None:
-                deliver(env.reply, error)
+        while (item := next_envelope(actor)) is not None:
+            _answer(item, error)
         if not committing:
             try:
                 actor.on_stop()

@@ -1,0 +1,286 @@
+"""One NATS connection, with the runtime's settings and error tree.
+
+:class:`NatsTransport` wraps a nats-py client so the rest of the runtime sees a small
+surface (request, publish, subscribe, JetStream) whose failures are always
+:class:`~actors.errors.TransportError` subclasses.
+
+Connection policy: the first connect is bounded by ``initial_connect_timeout`` (a node
+that cannot reach NATS at start should say so, not hang); once connected the client
+reconnects forever (``max_reconnect_attempts=-1``) and replays its subscriptions, because
+a node that gave up on NATS after a broker restart would be dead while looking alive.
+While disconnected, publishes are buffered up to ``pending_size`` bytes and fail with
+:class:`~actors.errors.TransportError` beyond that.
+
+:meth:`NatsTransport.close` drains: subscriptions stop taking new messages, the messages
+already received are handled, buffered publishes are flushed, then the socket closes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from types import TracebackType
+from typing import Any, Self
+
+import anyio
+import nats.errors
+import structlog
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
+from nats.js import JetStreamContext
+
+from ..errors import ConnectionClosed, TransportError
+from .errors import mapped_errors
+
+__all__ = ["Msg", "MsgHandler", "NatsTransport", "Subscription"]
+
+MsgHandler = Callable[[Msg], Awaitable[None]]
+"""A subscription callback; nats-py awaits it once per message, in order."""
+
+_log = structlog.get_logger(__name__)
+
+
+class NatsTransport:
+    """A NATS connection. Use as ``async with NatsTransport([url]) as transport: ...``
+    or call :meth:`connect` / :meth:`close` yourself."""
+
+    def __init__(
+        self,
+        servers: str | Sequence[str],
+        *,
+        name: str | None = None,
+        connect_timeout: float = 2.0,
+        initial_connect_timeout: float = 10.0,
+        reconnect_time_wait: float = 0.5,
+        max_reconnect_attempts: int = -1,
+        ping_interval: float = 20.0,
+        max_outstanding_pings: int = 3,
+        drain_timeout: float = 5.0,
+        pending_size: int = 8 * 1024 * 1024,
+        user: str | None = None,
+        password: str | None = None,
+        token: str | None = None,
+        inbox_prefix: str | None = None,
+    ) -> None:
+        self.servers = [servers] if isinstance(servers, str) else list(servers)
+        if not self.servers:
+            raise ValueError("at least one NATS server URL is required")
+        self.name = name
+        self.initial_connect_timeout = initial_connect_timeout
+        self._options: dict[str, Any] = {
+            "name": name,
+            "connect_timeout": connect_timeout,
+            "reconnect_time_wait": reconnect_time_wait,
+            "max_reconnect_attempts": max_reconnect_attempts,
+            "ping_interval": ping_interval,
+            "max_outstanding_pings": max_outstanding_pings,
+            "drain_timeout": drain_timeout,
+            "pending_size": pending_size,
+            "user": user,
+            "password": password,
+            "token": token,
+        }
+        if inbox_prefix is not None:
+            self._options["inbox_prefix"] = inbox_prefix
+        self._nc: Client | None = None
+        self._last_error: BaseException | None = None
+        self.slow_consumer_drops = 0
+        """Messages nats-py dropped because a subscription's pending limits were hit."""
+
+    # -- connection --------------------------------------------------------------------
+
+    async def connect(self) -> None:
+        """Connect, trying the servers until ``initial_connect_timeout`` passes.
+
+        Raises :class:`~actors.errors.TransportError` naming the last error seen."""
+        if self._nc is not None and not self._nc.is_closed:
+            return
+        nc = Client()
+        try:
+            with anyio.fail_after(self.initial_connect_timeout), mapped_errors("connect"):
+                await nc.connect(
+                    servers=self.servers,
+                    error_cb=self._on_error,
+                    disconnected_cb=self._on_disconnected,
+                    reconnected_cb=self._on_reconnected,
+                    **self._options,
+                )
+        except TimeoutError as exc:
+            await self._abandon(nc)
+            last = self._last_error
+            raise TransportError(
+                f"could not connect to {', '.join(self.servers)} within "
+                f"{self.initial_connect_timeout:g}s: {last or 'no answer'}"
+            ) from (last or exc)
+        except BaseException:
+            await self._abandon(nc)
+            raise
+        self._nc = nc
+
+    async def close(self) -> None:
+        """Drain and close. Idempotent; never raises for an already closed connection."""
+        nc, self._nc = self._nc, None
+        if nc is None or nc.is_closed:
+            return
+        with anyio.CancelScope(shield=True):
+            try:
+                await nc.drain()
+            except (nats.errors.Error, OSError, TimeoutError) as exc:
+                _log.debug("nats drain failed; closing", error=repr(exc))
+                await self._abandon(nc)
+
+    async def __aenter__(self) -> Self:
+        await self.connect()
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    @property
+    def client(self) -> Client:
+        """The underlying nats-py client (for what this class does not wrap).
+
+        Raises :class:`~actors.errors.ConnectionClosed` when not connected."""
+        if self._nc is None or self._nc.is_closed:
+            raise ConnectionClosed("the NATS transport is not connected")
+        return self._nc
+
+    @property
+    def is_connected(self) -> bool:
+        return self._nc is not None and self._nc.is_connected
+
+    @property
+    def max_payload(self) -> int:
+        return int(self.client.max_payload)
+
+    @property
+    def last_error(self) -> BaseException | None:
+        return self._last_error
+
+    # -- messaging ---------------------------------------------------------------------
+
+    async def request(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - the request's own deadline, sent to nats-py
+    ) -> tuple[bytes, dict[str, str]]:
+        """Send a request and return the reply's ``(payload, headers)``.
+
+        Raises :class:`~actors.errors.NoResponders` when nobody subscribes,
+        :class:`~actors.errors.RequestTimeout` when no reply came in ``timeout`` seconds."""
+        with mapped_errors(f"request {subject}"):
+            msg = await self.client.request(
+                subject,
+                payload,
+                timeout=timeout,
+                headers=dict(headers) if headers else None,
+            )
+        return msg.data, dict(msg.headers) if msg.headers else {}
+
+    async def publish(
+        self,
+        subject: str,
+        payload: bytes = b"",
+        headers: Mapping[str, str] | None = None,
+        reply: str = "",
+    ) -> None:
+        """Publish (buffered; the client flushes in the background)."""
+        with mapped_errors(f"publish {subject}"):
+            await self.client.publish(
+                subject,
+                payload,
+                reply=reply,
+                headers=dict(headers) if headers else None,
+            )
+
+    async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a PING's deadline
+        """Wait until the server has received everything published so far."""
+        with mapped_errors("flush"):
+            await self.client.flush(timeout=timeout)  # type: ignore[arg-type]
+
+    async def subscribe(
+        self,
+        subject: str,
+        cb: MsgHandler,
+        queue: str = "",
+        *,
+        pending_msgs_limit: int = 65_536,
+        pending_bytes_limit: int = 64 * 1024 * 1024,
+    ) -> Subscription:
+        """Subscribe with a callback. Beyond the pending limits nats-py drops messages
+        (counted in :attr:`slow_consumer_drops`) instead of queueing without bound."""
+        with mapped_errors(f"subscribe {subject}"):
+            return await self.client.subscribe(
+                subject,
+                queue=queue,
+                cb=cb,
+                pending_msgs_limit=pending_msgs_limit,
+                pending_bytes_limit=pending_bytes_limit,
+            )
+
+    async def unsubscribe(self, sub: Subscription, *, drain: bool = True) -> None:
+        """Stop a subscription; with ``drain`` the messages already received are handled
+        first. A closed connection counts as unsubscribed."""
+        if self._nc is None or self._nc.is_closed:
+            return
+        with mapped_errors(f"unsubscribe {sub.subject}"):
+            if drain:
+                await sub.drain()  # type: ignore[no-untyped-call]
+            else:
+                await sub.unsubscribe()
+
+    def new_inbox(self) -> str:
+        return str(self.client.new_inbox())
+
+    def jetstream(
+        self, *, timeout: float = 5.0, publish_async_max_pending: int = 4000
+    ) -> JetStreamContext:
+        """A JetStream context on this connection. Its calls raise nats-py errors: wrap
+        them in :func:`actors.nats.errors.mapped_errors`."""
+        return self.client.jetstream(
+            timeout=timeout, publish_async_max_pending=publish_async_max_pending
+        )
+
+    # -- callbacks ---------------------------------------------------------------------
+
+    async def _on_error(self, exc: Exception) -> None:
+        if isinstance(exc, nats.errors.SlowConsumerError):
+            self.slow_consumer_drops += 1
+            if self.slow_consumer_drops & (self.slow_consumer_drops - 1) == 0:
+                # Log the 1st, 2nd, 4th, 8th, ... drop: visible without flooding.
+                _log.warning(
+                    "nats slow consumer: message dropped",
+                    subject=exc.subject,
+                    drops=self.slow_consumer_drops,
+                )
+            return
+        self._last_error = exc
+        if isinstance(exc, nats.errors.Error | OSError | TimeoutError):
+            _log.debug("nats error", error=repr(exc), name=self.name)
+        else:
+            # nats-py reports exceptions escaping a subscription callback here: a bug.
+            _log.error("nats callback failed", error=repr(exc), name=self.name)
+
+    async def _on_disconnected(self) -> None:
+        if self._nc is not None and not self._nc.is_closed:
+            _log.warning("nats disconnected; reconnecting", name=self.name)
+
+    async def _on_reconnected(self) -> None:
+        nc = self._nc
+        url = nc.connected_url.geturl() if nc is not None and nc.connected_url else None
+        _log.info("nats reconnected", name=self.name, url=url)
+
+    @staticmethod
+    async def _abandon(nc: Client) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await nc.close()
+            except (nats.errors.Error, OSError, AssertionError) as exc:
+                _log.debug("nats close failed", error=repr(exc))
