@@ -29,6 +29,7 @@ BENCHMARKS = (
     "idle_memory",
     "timer_lag",
     "journal_throughput",
+    "recovery",
     "flash_crowd",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
