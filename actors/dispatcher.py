@@ -145,9 +145,19 @@ class Dispatcher:
         n = kind.throughput
         handled = 0
         while n:
-            item = next_envelope(actor)
-            if item is None:
-                break
+            if actor._a_sys is None:  # inlined next_envelope: the hot path
+                mail = actor._a_mail
+                if mail is None:
+                    break
+                if type(mail) is deque:
+                    item = mail.popleft()
+                    if not mail:
+                        actor._a_mail = None
+                else:
+                    actor._a_mail = None
+                    item = mail
+            else:
+                item = next_envelope(actor)
             n -= 1
             if type(item) is Envelope:
                 if item.deadline is not None and item.deadline < clock.monotonic():
@@ -157,7 +167,6 @@ class Dispatcher:
                 system._current = item
                 message = item.message
             else:
-                system._current = None
                 message = item
             try:
                 result = receive(message)
@@ -167,11 +176,13 @@ class Dispatcher:
                 system._failed(actor, item, exc, [])
                 return
             handled += 1
-            if type(item) is Envelope and item.reply is not None:
-                try:
-                    item.reply(result)
-                except Exception as exc:
-                    log.error("reply callback failed", error=repr(exc))
+            if type(item) is Envelope:
+                system._current = None
+                if item.reply is not None:
+                    try:
+                        item.reply(result)
+                    except Exception as exc:
+                        log.error("reply callback failed", error=repr(exc))
             if actor._a_state != READY:
                 break
         system._current = None
