@@ -94,7 +94,9 @@ class Actor:
         """Called when the actor stops or is passivated."""
 
     def on_restart(self, error: BaseException) -> None:
-        """Called on the fresh incarnation that replaces one whose handler failed."""
+        """Called on the fresh incarnation that replaces one whose handler failed,
+        once it is bound (``self.key`` works) and before ``on_start`` (for a persistent
+        actor: before its journal is replayed)."""
 
     def receive(self, message: Any) -> Any:
         """Handle one message; the return value is the reply."""

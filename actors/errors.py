@@ -11,6 +11,7 @@ and re-raised as one of these with ``raise ... from``.
     ├── Overloaded            bounded mailbox full under the ``REJECT`` policy (retryable)
     ├── DeadlineExceeded      a message's own deadline passed before its turn (retryable)
     ├── ActorFailed           the handler kept failing; the message went to dead letters
+    │                         (retryable: a later attempt may find the actor healthy)
     ├── CommitFailed          the turn's commit failed; state was rolled back (retryable)
     ├── JournalError
     │   ├── SequenceConflict  another writer appended to the same actor first

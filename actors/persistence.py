@@ -17,7 +17,6 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 import anyio
-import msgspec
 import structlog
 
 from .actor import ActorState
@@ -129,6 +128,10 @@ class PersistenceDriver:
                 system._current = None
                 message = item
             if type(message) is DurableFire:
+                if not system.timers.is_current_fire(
+                    kind.name, actor._a_key, message.name, message.due
+                ):
+                    continue  # overtaken: replaced or cancelled since it fired
                 fired.append(message)
                 if actor._p_cancel is None:
                     actor._p_cancel = set()
@@ -279,6 +282,8 @@ class PersistenceDriver:
         if actor._a_state == ActorState.COMMITTING:
             actor._a_state = READY
             system._reschedule(actor)
+        elif actor._a_state == STOPPED:
+            system._call_on_stop(actor)
 
     def _commit_failed(self, staged: _Staged, error: BaseException) -> None:
         system = self._system
@@ -294,17 +299,23 @@ class PersistenceDriver:
         for reply, _ in staged.replies:
             if reply is not None:
                 deliver(reply, failure)
-        # Messages nobody waits for (tells, deadlines) are applied again after recovery.
+        # Tells nobody waits for are applied again after recovery; fired deadlines are
+        # armed again (their removal was not stored).
         requeue_front(
             actor,
-            [item for item in staged.batch if type(item) is not Envelope or item.reply is None],
+            [
+                item
+                for item in staged.batch
+                if type(item) is not DurableFire
+                and (type(item) is not Envelope or item.reply is None)
+            ],
         )
         for fire in staged.fired:
-            timers_entry = system.timers.get(actor._a_kind.name, actor._a_key, fire.name)
-            if timers_entry is not None and timers_entry.fired:
-                system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
+            system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
         if actor._a_state == ActorState.COMMITTING:
             system._restart_later(actor, error)
+        elif actor._a_state == STOPPED:
+            system._call_on_stop(actor)
 
     # -- recovery ---------------------------------------------------------------------
 
@@ -330,7 +341,7 @@ class PersistenceDriver:
                 log.warning("recovery failed; retrying", error=repr(exc))
                 for actor in group:
                     if actor._a_state == ActorState.RECOVERING:
-                        self._system._restart_later(actor, exc)
+                        self._system._recovery_failed(actor, exc)
                 continue
             finally:
                 self._recovering = 0
@@ -347,9 +358,9 @@ class PersistenceDriver:
             decode = kind.event_decoder.decode
             for data in rec.events:
                 actor.apply(decode(data))
-        except (msgspec.DecodeError, msgspec.ValidationError, Exception) as exc:
+        except Exception as exc:
             log.error("replay failed", kind=kind.name, key=actor._a_key, error=repr(exc))
-            system._restart_later(actor, exc)
+            system._recovery_failed(actor, exc)
             return
         actor._p_seq = rec.seq
         actor._p_since_snapshot = rec.seq - rec.snapshot_seq

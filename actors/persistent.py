@@ -139,9 +139,12 @@ class PersistentActor(Actor):
         return self._p_idem.get(request_id)
 
     def remember(self, request_id: str, reply: bytes) -> None:
-        """Keep ``reply`` as the answer to ``request_id``, in this turn's commit."""
+        """Keep ``reply`` as the answer to ``request_id``, in this turn's commit. The
+        first reply remembered for an id wins (as in the journal)."""
         if self._p_idem is None:
             self._p_idem = {}
+        elif request_id in self._p_idem:
+            return
         self._p_idem[request_id] = reply
         if self._p_idem_new is None:
             self._p_idem_new = []

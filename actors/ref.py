@@ -114,7 +114,7 @@ class ActorRef:
         deadline = system.clock.monotonic() + timeout
         system._enqueue(self._target(), Envelope(message, slot, headers, deadline))
         if not slot.done:
-            timer = system._ask_timer(slot, deadline, message)
+            timer = system._ask_timer(slot, deadline)
             try:
                 await slot.event.wait()
             finally:

@@ -85,8 +85,8 @@ class DeadLetters:
     async def flush(self) -> None:
         assert self._journal is not None
         while self._unsaved:
-            letter = self._unsaved.popleft()
-            await self._journal.add_dead_letter(letter)
+            await self._journal.add_dead_letter(self._unsaved[0])
+            self._unsaved.popleft()  # only once it is stored
 
     async def run(self) -> None:
         while True:

@@ -44,7 +44,9 @@ log = structlog.get_logger("actors.system")
 READY = ActorState.READY
 STOPPED = ActorState.STOPPED
 
-_INTERNAL = "$"  # timer kinds starting with this are the system's own callbacks
+_INTERNAL = "$"  # prefix reserved for the runtime's own kinds (user kinds may not use it)
+_ASK = "$ask"  # timer entries answering an ask/request with AskTimeout
+_CALL = "$call"  # timer entries calling the runtime back (restart, passivation sweep)
 
 
 def _answer(item: Any, error: ActorsError) -> None:
@@ -114,6 +116,7 @@ class KindRuntime:
                 self.snapshot_every = cls.snapshot_every
         self.activations = 0
         self.passivations = 0
+        self.spawned = False
 
     def touch(self, actor: Actor) -> None:
         """Mark ``actor`` most recently used."""
@@ -153,6 +156,7 @@ class ActorSystem:
         self.dead_letters = DeadLetters(journal)
         self.restarts = 0
         self._kinds: dict[str, KindRuntime] = {}
+        self._parked: dict[str, list[TimerEntry]] = {}
         self._current: Envelope | None = None
         # Replies of the persistent turn in progress (sent after its commit).
         self._replies: list[tuple[Any, Any]] | None = None
@@ -171,17 +175,29 @@ class ActorSystem:
         await tg.__aenter__()
         self._tg = tg
         self._running = True
-        tg.start_soon(self.dispatcher.run)
-        tg.start_soon(self.timers.run)
-        tg.start_soon(self.outbox.run)
-        if self.persistence is not None:
-            tg.start_soon(self.persistence.run_writer)
-            tg.start_soon(self.persistence.run_loader)
-            tg.start_soon(self.dead_letters.run)
-            armed = await self.persistence.arm_all_deadlines()
-            if armed:
-                log.info("durable deadlines armed", count=armed)
-        self._arm_sweep()
+        try:
+            tg.start_soon(self.dispatcher.run)
+            tg.start_soon(self.timers.run)
+            tg.start_soon(self.outbox.run)
+            if self.persistence is not None:
+                tg.start_soon(self.persistence.run_writer)
+                tg.start_soon(self.persistence.run_loader)
+                tg.start_soon(self.dead_letters.run)
+                armed = await self.persistence.arm_all_deadlines()
+                if armed:
+                    log.info("durable deadlines armed", count=armed)
+            self._arm_sweep()
+        except BaseException as exc:
+            self._running = False
+            self._tg = None
+            tg.cancel_scope.cancel()
+            try:
+                await tg.__aexit__(type(exc), exc, exc.__traceback__)
+            finally:
+                if self.journal is not None:
+                    with anyio.CancelScope(shield=True):
+                        await self.journal.close()
+            raise
         return self
 
     async def __aexit__(
@@ -197,11 +213,11 @@ class ActorSystem:
                 with anyio.move_on_after(self.shutdown_timeout):
                     await self.drain()
             self._running = False
-            for kind in self._kinds.values():
+            for kind in list(self._kinds.values()):
                 for actor in list(kind.active.values()):
                     self._stop_actor(actor)
-            tg.cancel_scope.cancel()
         finally:
+            tg.cancel_scope.cancel()
             self._tg = None
             try:
                 suppressed = await tg.__aexit__(exc_type, exc, tb)
@@ -246,6 +262,8 @@ class ActorSystem:
         if issubclass(actor_cls, PersistentActor) and self.journal is None:
             raise TypeError(f"{kind!r} is persistent but the system has no journal")
         self._kinds[kind] = KindRuntime(self, kind, factory, actor_cls)
+        for entry in self._parked.pop(kind, ()):
+            self._on_timer(entry)
 
     def kind(self, kind: str) -> KindRuntime:
         try:
@@ -261,16 +279,18 @@ class ActorSystem:
     def spawn(
         self, factory: type[Actor] | Callable[[], Actor], name: str | None = None
     ) -> ActorRef:
-        """Start a one-off actor. Its ref raises ActorStopped once it has stopped."""
+        """Start a one-off actor. Its ref raises ActorStopped once it has stopped.
+
+        Each spawned actor gets a kind of its own, so a restart after a failure uses
+        this actor's own factory."""
         actor = factory()
         cls = type(actor)
-        kind_name = f"{_INTERNAL}{cls.__module__}.{cls.__qualname__}"
-        kr = self._kinds.get(kind_name)
-        if kr is None:
-            kr = self._kinds[kind_name] = KindRuntime(self, kind_name, factory, cls)
         key = name or str(next(self._anon))
-        if key in kr.active:
+        kind_name = f"{_INTERNAL}spawn:{cls.__module__}.{cls.__qualname__}#{key}"
+        if kind_name in self._kinds:
             raise ValueError(f"an actor named {key!r} is already running")
+        kr = self._kinds[kind_name] = KindRuntime(self, kind_name, factory, cls)
+        kr.spawned = True
         self._bind(kr, key, actor)
         return ActorRef(self, kind_name, key, actor, virtual=False)
 
@@ -289,17 +309,22 @@ class ActorSystem:
         return None if kr is None else kr.active.get(key)
 
     def _resolve(self, kind: str, key: str, virtual: bool) -> Actor:
+        if not virtual:
+            spawned = self._lookup(kind, key)
+            if spawned is None:
+                raise ActorStopped(f"{kind}/{key} is stopped")
+            return spawned
         kr = self.kind(kind)
         actor = kr.active.get(key)
         if actor is not None:
             return actor
-        if not virtual:
-            raise ActorStopped(f"{kind}/{key} is stopped")
         if not self._running:
             raise ActorStopped(f"{kind}/{key}: the actor system is not running")
         return self._bind(kr, key, kr.factory())
 
-    def _bind(self, kr: KindRuntime, key: str, actor: Actor) -> Actor:
+    def _bind(
+        self, kr: KindRuntime, key: str, actor: Actor, restarted: BaseException | None = None
+    ) -> Actor:
         if kr.max_active is not None and len(kr.active) >= kr.max_active:
             self._evict(kr)
         actor._a_kind = kr
@@ -312,6 +337,11 @@ class ActorSystem:
         actor._a_last = self.clock.monotonic()
         kr.active[key] = actor
         kr.activations += 1
+        if restarted is not None:
+            try:
+                actor.on_restart(restarted)
+            except Exception as exc:
+                log.error("on_restart failed", kind=kr.name, key=key, error=repr(exc))
         if kr.persistent:
             assert isinstance(actor, PersistentActor) and self.persistence is not None
             actor._p_seq = 0
@@ -354,14 +384,17 @@ class ActorSystem:
             del kr.active[actor._a_key]
         self.timers.cancel_actor(kr.name, actor._a_key)
         kr.passivations += 1
+        self._call_on_stop(actor)
+
+    def _call_on_stop(self, actor: Actor) -> None:
         try:
             actor.on_stop()
         except Exception as exc:
-            log.error("on_stop failed", kind=kr.name, key=actor._a_key, error=repr(exc))
+            log.error("on_stop failed", kind=actor._a_kind.name, key=actor._a_key, error=repr(exc))
 
     def _arm_sweep(self) -> None:
         self.timers.arm(
-            "$sweep", "", "", self.clock.monotonic() + self._sweep_interval, self._sweep
+            _CALL, "sweep", "", self.clock.monotonic() + self._sweep_interval, self._sweep
         )
 
     def _sweep(self) -> None:
@@ -434,8 +467,8 @@ class ActorSystem:
         if actor._a_state == READY and has_mail(actor):
             self.dispatcher.schedule(actor)
 
-    def _ask_timer(self, slot: _AskSlot, deadline: float, message: Any) -> TimerEntry:
-        entry = TimerEntry("$ask", "", "", deadline, slot, False)
+    def _ask_timer(self, slot: _AskSlot, deadline: float) -> TimerEntry:
+        entry = TimerEntry(_ASK, "", "", deadline, slot, False)
         self.timers.push(entry)
         return entry
 
@@ -449,7 +482,7 @@ class ActorSystem:
     ) -> None:
         pending = _PendingRequest(origin, to_message)
         due = self.clock.monotonic() + timeout
-        pending.timer = TimerEntry("$ask", "", "", due, pending, False)
+        pending.timer = TimerEntry(_ASK, "", "", due, pending, False)
         try:
             target.tell(message, reply_to=pending, deadline=due)
         except ActorsError as exc:
@@ -470,17 +503,21 @@ class ActorSystem:
 
     def _on_timer(self, entry: TimerEntry) -> None:
         kind = entry.kind
-        if kind.startswith(_INTERNAL):
-            if kind == "$ask":
-                slot = entry.message
-                slot(AskTimeout("no reply before the ask's deadline"))
-            else:
-                entry.message()
+        if kind == _ASK:
+            entry.message(AskTimeout("no reply before the ask's deadline"))
+            return
+        if kind == _CALL:
+            entry.message()
+            return
+        if kind not in self._kinds:
+            # Deadlines can fall due at start, before the node registered their kind:
+            # they wait for it (see register) rather than being lost.
+            self._parked.setdefault(kind, []).append(entry)
             return
         try:
             actor = self._resolve(kind, entry.key, True)
         except ActorsError:
-            return  # stopping, or the kind is gone
+            return  # stopping: durable deadlines stay in the journal for the next start
         if entry.durable:
             self._enqueue_system(actor, DurableFire(entry.name, entry.message))
         else:
@@ -536,8 +573,8 @@ class ActorSystem:
         delay = backoff_delay(actor._a_fails, first, cap)
         self.timers.push(
             TimerEntry(
-                "$restart",
-                "",
+                _CALL,
+                "restart",
                 "",
                 self.clock.monotonic() + delay,
                 lambda: self._restart(actor, error),
@@ -550,10 +587,7 @@ class ActorSystem:
         if old._a_state != ActorState.BACKOFF or kr.active.get(old._a_key) is not old:
             return
         self.restarts += 1
-        try:
-            old.on_stop()
-        except Exception as exc:
-            log.error("on_stop failed", kind=kr.name, key=old._a_key, error=repr(exc))
+        self._call_on_stop(old)
         old._a_state = STOPPED
         try:
             new = kr.factory()
@@ -565,17 +599,41 @@ class ActorSystem:
         mail, lane, fails = old._a_mail, old._a_sys, old._a_fails
         old._a_mail = old._a_sys = None
         del kr.active[old._a_key]
-        try:
-            new.on_restart(error)
-        except Exception as exc:
-            log.error("on_restart failed", kind=kr.name, key=old._a_key, error=repr(exc))
-        self._bind(kr, old._a_key, new)
+        # The old incarnation's in-memory timers die with it; durable deadlines stay.
+        self.timers.cancel_actor(kr.name, old._a_key)
+        self._bind(kr, old._a_key, new, restarted=error)
         new._a_fails = fails
         if mail is not None:
             new._a_mail = mail
         if lane is not None:
             new._a_sys = lane
         self._reschedule(new)
+
+    def _recovery_failed(self, actor: Actor, error: BaseException) -> None:
+        """Loading or replaying the journal failed: retry with backoff, and after
+        ``max_failures`` attempts give up on this incarnation (its waiting asks get
+        ActorFailed; the next message tries again)."""
+        kr = actor._a_kind
+        if actor._a_fails + 1 < kr.max_failures:
+            self._restart_later(actor, error)
+            return
+        self.dead_letters.record(
+            DeadLetter(
+                kind=kr.name,
+                key=actor._a_key,
+                message_type="$recovery",
+                payload=None,
+                error=repr(error),
+                attempts=actor._a_fails + 1,
+                at=self.clock.time(),
+            )
+        )
+        failure = ActorFailed(f"{kr.name}/{actor._a_key} could not be recovered: {error!r}")
+        failure.__cause__ = error
+        while (item := next_envelope(actor)) is not None:
+            _answer(item, failure)
+        actor._a_state = ActorState.READY  # so that _stop_actor runs its usual path
+        self._stop_actor(actor)
 
     # -- stop ----------------------------------------------------------------------------
 
@@ -591,11 +649,10 @@ class ActorSystem:
         error = ActorStopped(f"{kr.name}/{actor._a_key} stopped")
         while (item := next_envelope(actor)) is not None:
             _answer(item, error)
+        if kr.spawned and not kr.active:
+            self._kinds.pop(kr.name, None)
         if not committing:
-            try:
-                actor.on_stop()
-            except Exception as exc:
-                log.error("on_stop failed", kind=kr.name, key=actor._a_key, error=repr(exc))
+            self._call_on_stop(actor)
 
     # -- async work ------------------------------------------------------------------------
 
@@ -628,9 +685,10 @@ class ActorSystem:
                 message = on_error(exc)
             else:
                 message = to_message(result)
-            try:
-                ref.tell(message)
-            except ActorsError as exc:
-                log.warning("piped result not delivered", target=repr(ref), error=repr(exc))
+            ref.tell(message)
+        except ActorsError as exc:
+            log.warning("piped result not delivered", target=repr(ref), error=repr(exc))
+        except Exception as exc:  # a faulty callback must not take the system down
+            log.error("piped result callback failed", target=repr(ref), error=repr(exc))
         finally:
             self._pipes -= 1

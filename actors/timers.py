@@ -7,8 +7,11 @@ it to its actor as an ordinary message in the actor's turn.
 
 Entries are keyed by ``(kind, key, name)``: arming the same key again replaces the
 timer; cancelling marks the heap entry dead (lazy deletion) and forgets the key. A
-durable deadline that has fired stays known as *fired* until the actor's turn commits
-its removal, so recovering the actor does not arm it twice.
+durable deadline is identified by its wall-clock due time (kept in ``message``; its
+monotonic ``due`` is recomputed whenever it is armed). Once fired it stays known as
+*fired* until the actor's turn commits its removal, so recovering the actor does not
+arm it twice, and a fire that was overtaken (the deadline replaced or cancelled
+meanwhile) can be recognised as stale.
 
 Every firing records how late it was (:class:`TimerStats`).
 """
@@ -23,12 +26,15 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
+import structlog
 
 from .clock import Clock
 
 __all__ = ["TimerEntry", "TimerService", "TimerStats"]
 
 TimerKey = tuple[str, str, str]
+
+log = structlog.get_logger("actors.timers")
 
 
 class TimerEntry:
@@ -110,13 +116,14 @@ class TimerService:
     ) -> TimerEntry | None:
         """Arm (or replace) the timer ``(kind, key, name)`` for monotonic time ``due``.
 
-        Re-arming a durable deadline with the same due time is a no-op (also when it has
-        already fired and its removal is not yet committed); returns ``None`` then.
+        For a durable deadline ``message`` is its wall-clock due time. Re-arming one with
+        the same wall time is a no-op (also when it has fired and its removal is not yet
+        committed); returns ``None`` then.
         """
         tkey = (kind, key, name)
         old = self._by_key.get(tkey)
         if old is not None:
-            if durable and old.durable and old.due == due:
+            if durable and old.durable and old.message == message:
                 return None
             old.cancelled = True
         entry = TimerEntry(kind, key, name, due, message, durable)
@@ -153,7 +160,7 @@ class TimerService:
             tkey = (entry.kind, entry.key, entry.name)
             old = by_key.get(tkey)
             if old is not None:
-                if old.durable and old.due == entry.due:
+                if old.durable and old.message == entry.message:
                     continue
                 old.cancelled = True
             by_key[tkey] = entry
@@ -216,22 +223,32 @@ class TimerService:
                 self._forget_name(entry.kind, entry.key, entry.name)
             self.stats.record(now - due)
             fired += 1
-            self._deliver(entry)
+            try:
+                self._deliver(entry)
+            except Exception as exc:  # one faulty callback must not stop every timer
+                log.error("timer delivery failed", kind=entry.kind, key=entry.key, error=repr(exc))
         return fired
 
-    def settled(self, kind: str, key: str, name: str, due: float) -> None:
+    def is_current_fire(self, kind: str, key: str, name: str, due_wall: float) -> bool:
+        """True if durable deadline ``name`` fired for ``due_wall`` and was neither
+        replaced nor cancelled since (a stale fire must not reach the actor)."""
+        entry = self._by_key.get((kind, key, name))
+        return entry is not None and entry.fired and entry.message == due_wall
+
+    def settled(self, kind: str, key: str, name: str, due_wall: float) -> None:
         """A fired durable deadline's removal committed: forget it (unless re-armed)."""
         tkey = (kind, key, name)
         entry = self._by_key.get(tkey)
-        if entry is not None and entry.fired and entry.due == due:
+        if entry is not None and entry.fired and entry.message == due_wall:
             del self._by_key[tkey]
 
     def unfire(self, kind: str, key: str, name: str) -> None:
-        """A fired durable deadline was not handled (its turn failed): arm it again."""
-        entry = self._by_key.get((kind, key, name))
+        """A fired durable deadline was not handled (its turn's commit failed): arm it
+        again so that it fires once more."""
+        tkey = (kind, key, name)
+        entry = self._by_key.get(tkey)
         if entry is not None and entry.fired:
-            entry.fired = False
-            entry.cancelled = True
+            del self._by_key[tkey]
             self.arm(kind, key, name, entry.due, entry.message, durable=True)
 
     def __len__(self) -> int:
