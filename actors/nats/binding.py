@@ -155,15 +155,14 @@ class _Reply:
             return
         self.done = True
         binding = self.binding
-        binding._in_flight -= 1
         try:
             payload = self.encode(value)
         except Exception:
             binding.stats.route_errors += 1
             _log.exception("encoding a reply failed", subject=self.subject)
-            binding._wake.set()  # let a waiting shutdown see the request is done
-            return
-        binding._enqueue(self.subject, payload, self.headers)
+        else:
+            binding._enqueue(self.subject, payload, self.headers)
+        binding._finished()
 
 
 class NatsBinding:
@@ -244,8 +243,15 @@ class NatsBinding:
 
     @property
     def in_flight(self) -> int:
-        """Requests told to actors whose reply has not come yet."""
+        """Requests being handled (told to an actor, or in a handler) whose reply has not
+        been queued yet. Leaving ``async with`` waits for them."""
         return self._in_flight
+
+    def _finished(self) -> None:
+        """One request in flight is done (its reply, if any, is queued)."""
+        self._in_flight -= 1
+        if self._in_flight <= 0:
+            self._wake.set()  # the publisher tells a waiting shutdown
 
     # -- serving -----------------------------------------------------------------------
 
@@ -286,6 +292,9 @@ class NatsBinding:
                     ref.tell(routed.message, headers=headers, deadline=routed.deadline)
                 except ActorsError:
                     stats.rejected += 1
+                except Exception:
+                    stats.route_errors += 1
+                    _log.exception("telling an actor failed", subject=msg.subject)
                 return
             cb = _Reply(self, reply, trace_headers(headers), encode)
             self._in_flight += 1
@@ -332,10 +341,12 @@ class NatsBinding:
                     self._enqueue(msg.reply, payload, trace)
             finally:
                 slots.release()
+                self._finished()
 
         async def on_msg(msg: Msg) -> None:
             self.stats.requests += 1
             await slots.acquire()
+            self._in_flight += 1
             tg.start_soon(run, msg, lower_names(msg.headers))
 
         return await self._subscribe(subject, queue, on_msg)
@@ -352,6 +363,9 @@ class NatsBinding:
             pending_bytes_limit=self.pending_bytes_limit,
         )
         self._subs.append(sub)
+        # Return only once the server knows the interest: a request sent right after
+        # ``serve`` returns must not meet "no responders".
+        await self.transport.flush()
         return sub
 
     def _require_open(self) -> TaskGroup:

@@ -196,6 +196,8 @@ class NatsServer:
         :class:`NatsServerStartFailed` (with the tail of the server's log)."""
         if self.running:
             raise NatsServerError(f"{self.name} is already running (pid {self.pid})")
+        if self._proc is not None:
+            self._terminate(kill=True)  # it died on its own: reap it, drop its files
         binary = self.binary or find_nats_server()
         if not self.port:
             self.port = free_port(_connect_host(self.host))

@@ -29,7 +29,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from ..errors import ConnectionClosed, TransportError
+from ..errors import ActorsError, ConnectionClosed, RequestTimeout, TransportError
 from .errors import mapped_errors
 
 __all__ = ["Msg", "MsgHandler", "NatsTransport", "Subscription"]
@@ -201,9 +201,20 @@ class NatsTransport:
             )
 
     async def flush(self, timeout: float = 5.0) -> None:  # noqa: ASYNC109 - a PING's deadline
-        """Wait until the server has received everything published so far."""
-        with mapped_errors("flush"):
-            await self.client.flush(timeout=timeout)  # type: ignore[arg-type]
+        """Return once the server has processed everything sent before this call
+        (subscriptions included), or raise :class:`~actors.errors.RequestTimeout`."""
+        nc = self.client
+        try:
+            with anyio.fail_after(timeout), mapped_errors("flush"):
+                # nats-py writes its PING straight to the socket, ahead of commands still
+                # waiting for its flusher task, so its PONG alone proves nothing about
+                # them. Push those out first; then the PONG orders after them.
+                await nc._flush_pending(force_flush=True)
+                await nc.flush(timeout=timeout)  # type: ignore[arg-type]
+        except TimeoutError as exc:
+            if isinstance(exc, ActorsError):
+                raise
+            raise RequestTimeout(f"flush: no answer within {timeout:g}s") from exc
 
     async def subscribe(
         self,
@@ -215,7 +226,8 @@ class NatsTransport:
         pending_bytes_limit: int = 64 * 1024 * 1024,
     ) -> Subscription:
         """Subscribe with a callback. Beyond the pending limits nats-py drops messages
-        (counted in :attr:`slow_consumer_drops`) instead of queueing without bound."""
+        (counted in :attr:`slow_consumer_drops`) instead of queueing without bound.
+        Await :meth:`flush` afterwards when others must find the subscription at once."""
         with mapped_errors(f"subscribe {subject}"):
             return await self.client.subscribe(
                 subject,
