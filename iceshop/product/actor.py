@@ -1,0 +1,315 @@
+"""The product actor (kind ``product``, key ``product_id``): catalog and demand aggregator.
+
+*Catalog.* Each seller's listing arrives as ``ListingChanged`` (after the seller's
+commit) and is kept per seller. The product exists as long as it has a listing; its
+currency is the listings' currency (the contract has one per product).
+
+*Demand.* Buyers' open intents are kept one per buyer. ``AddIntent`` (a request from a
+buyer's submit, or a tell when a buyer re-adds an intent) is answered ``IntentAccepted``
+or ``unknown_product`` when nobody lists the product. It is idempotent by
+``(buyer_id, intent_id)``: a re-add updates the contact details and adds no weight. A
+newer intent of the same buyer replaces the open one (``replaced``); an older one (a
+late re-add) changes nothing. ``RemoveIntent`` drops an intent only if it is the open
+one. The decayed demand score (``iceshop.demand``, half-life
+``Settings.demand_half_life_s``) grows by each new intent's quantity.
+
+Every change of open demand is announced after commit on
+``<prefix>.events.demand.<product_id>.updated`` (``DemandUpdated``: score at that
+moment, open intents, open quantity), ``seq`` increasing by one per change.
+
+*Expiry.* A buyer tells the product when its intent expires, but that message may be
+lost (it is sent after the buyer's commit, fire and forget). So the product drops
+expired intents itself: at the start of every turn (before answering or evaluating
+anything), and by a durable deadline ``expiry`` armed ``expiry_grace_s`` after the
+earliest expiry, which normally finds the buyer's ``RemoveIntent`` already handled and
+only matters when it was lost.
+
+*Notifications.* ``WindowActivated`` records a notification request for each buyer
+whose open intent accepts the window's price and who opted in to WhatsApp (see
+``iceshop.product.notifications`` for the subject and body), once per window.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import structlog
+
+from actors import DeadlineFired, PersistentActor
+from iceshop.product.notifications import (
+    notification_id,
+    notification_payload,
+    notification_subject,
+)
+from iceshop.product.state import (
+    IntentAdded,
+    IntentDropped,
+    IntentEntry,
+    ListingRecorded,
+    NotificationRequested,
+    ProductBook,
+    ProductData,
+    ProductEvent,
+    WindowNotified,
+    intent_key,
+)
+from iceshop.protocol import (
+    AddIntent,
+    IntentAccepted,
+    IntentSummary,
+    ListingChanged,
+    ListingSummary,
+    ProductSnapshot,
+    ProductState,
+    RemoveIntent,
+    WindowActivated,
+)
+from iceshop.settings import Settings
+from iceshop.wire.envelope import encode
+from iceshop.wire.errors import ErrorCode, ShopError
+from iceshop.wire.subjects import event_subject
+from iceshop.wire.times import format_time
+from iceshop.wire.views import DemandUpdated, Event
+
+__all__ = ["EXPIRY_DEADLINE", "KIND", "ProductActor"]
+
+log = structlog.get_logger("iceshop.product")
+
+KIND = "product"
+EXPIRY_DEADLINE = "expiry"
+
+
+class ProductActor(PersistentActor):
+    """One product: its listings, its open intents and their decayed demand score."""
+
+    __slots__ = ("_armed", "book", "settings")
+
+    event_type = ProductEvent
+    snapshot_type = ProductData
+    snapshot_every = 500
+    passivate_after = 600.0
+    #: Seconds after the earliest expiry at which the product drops it itself.
+    expiry_grace_s: ClassVar[float] = 5.0
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.book = ProductBook(self.settings.demand_half_life_s)
+        self._armed: float | None = None
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def apply(self, event: Any) -> None:
+        self.book.apply(event)
+
+    def snapshot(self) -> ProductData:
+        return self.book.data
+
+    def restore(self, snapshot: ProductData) -> None:
+        self.book = ProductBook(self.settings.demand_half_life_s, snapshot)
+
+    def on_start(self) -> None:
+        # The stored deadline was set from the same state (never later than this).
+        self._armed = self._expiry_due()
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def receive(self, message: Any) -> Any:
+        if isinstance(message, DeadlineFired):
+            if message.name != EXPIRY_DEADLINE:
+                return None
+            self._armed = None  # consumed: arm again below if intents remain
+        now = self.now()
+        self._drop_expired(now)
+        result = self._handle(message, now)
+        self._rearm()
+        return result
+
+    def _handle(self, message: Any, now: float) -> Any:
+        match message:
+            case AddIntent():
+                return self._add(message, now)
+            case RemoveIntent():
+                self._remove(message, now)
+                return None
+            case ListingChanged():
+                self._listing(message, now)
+                return None
+            case ProductSnapshot():
+                return self._state(now)
+            case WindowActivated():
+                self._window_activated(message, now)
+                return None
+            case DeadlineFired():
+                return None
+        raise TypeError(f"product cannot handle {message!r}")
+
+    # -- catalog ---------------------------------------------------------------------------
+
+    def _listing(self, message: ListingChanged, now: float) -> None:
+        listing = ListingSummary(
+            seller_id=message.seller_id,
+            title=message.title,
+            list_price_minor=message.list_price_minor,
+            floor_price_minor=message.floor_price_minor,
+            stock=message.stock,
+            currency=message.currency,
+            max_active_windows=message.max_active_windows,
+            auto_approve=message.auto_approve,
+        )
+        data = self.book.data
+        if data.listings.get(message.seller_id) == listing:
+            return
+        others = {x.currency for s, x in data.listings.items() if s != message.seller_id}
+        if others and message.currency not in others:
+            log.warning(
+                "listings of one product in different currencies",
+                product=self.key,
+                seller=message.seller_id,
+                currency=message.currency,
+                others=sorted(others),
+            )
+        self.persist(ListingRecorded(listing, now))
+
+    # -- demand ----------------------------------------------------------------------------
+
+    def _add(self, message: AddIntent, now: float) -> IntentAccepted | ShopError:
+        book = self.book
+        if not book.exists:
+            return ShopError(
+                ErrorCode.UNKNOWN_PRODUCT,
+                f"product {self.key!r} is not listed by any seller",
+                {"product_id": self.key},
+            )
+        accepted = IntentAccepted(
+            product_id=self.key, intent_id=message.intent_id, currency=book.currency
+        )
+        if message.expires_at <= now:
+            return accepted  # a late re-add of an intent that has expired meanwhile
+        entry = IntentEntry(
+            buyer_id=message.buyer_id,
+            intent_id=message.intent_id,
+            quantity=message.quantity,
+            max_price_minor=message.max_price_minor,
+            submitted_at=message.submitted_at,
+            expires_at=message.expires_at,
+            whatsapp_opt_in=message.whatsapp_opt_in,
+            locale=message.locale,
+            phone=message.phone,
+        )
+        current = book.data.intents.get(message.buyer_id)
+        if current is not None:
+            if current.intent_id == message.intent_id:
+                if current != entry:
+                    self._change(IntentAdded(entry, False, now), now)
+                return accepted
+            if current.submitted_at > message.submitted_at:
+                return accepted  # a newer intent of this buyer is open: this one is stale
+            self._change(IntentDropped(current.buyer_id, current.intent_id, "replaced", now), now)
+        arrival = intent_key(message.buyer_id, message.intent_id) not in book.data.seen
+        self._change(IntentAdded(entry, arrival, now), now)
+        return accepted
+
+    def _remove(self, message: RemoveIntent, now: float) -> None:
+        current = self.book.data.intents.get(message.buyer_id)
+        if current is not None and current.intent_id == message.intent_id:
+            self._change(
+                IntentDropped(message.buyer_id, message.intent_id, message.reason, now), now
+            )
+
+    def _drop_expired(self, now: float) -> None:
+        for entry in self.book.expired(now):
+            self._change(IntentDropped(entry.buyer_id, entry.intent_id, "expired", now), now)
+
+    def _change(self, event: IntentAdded | IntentDropped, now: float) -> None:
+        """Persist a change of open demand and announce it (after commit)."""
+        self.persist(event)
+        book = self.book
+        seq = book.data.demand_seq
+        event_id = f"demand.{self.key}.{seq}"
+        data = DemandUpdated(
+            product_id=self.key,
+            score=book.score_at(now),
+            open_intents=len(book.data.intents),
+            quantity=book.quantity,
+        )
+        body = Event(event_id=event_id, type="updated", at=format_time(now), seq=seq, data=data)
+        self.emit(
+            event_subject("demand", self.key, "updated", self.settings.prefix),
+            encode(body),
+            id=event_id,
+        )
+
+    def _state(self, now: float) -> ProductState:
+        data = self.book.data
+        intents = sorted(data.intents.values(), key=lambda i: (i.submitted_at, i.buyer_id))
+        return ProductState(
+            product_id=self.key,
+            score=self.book.score_at(now),
+            score_as_of=now,
+            intents=[
+                IntentSummary(
+                    buyer_id=i.buyer_id,
+                    intent_id=i.intent_id,
+                    quantity=i.quantity,
+                    max_price_minor=i.max_price_minor,
+                    expires_at=i.expires_at,
+                )
+                for i in intents
+            ],
+            listings=[data.listings[s] for s in sorted(data.listings)],
+        )
+
+    # -- expiry deadline ------------------------------------------------------------------------
+
+    def _expiry_due(self) -> float | None:
+        earliest = self.book.earliest_expiry
+        return None if earliest is None else earliest + self.expiry_grace_s
+
+    def _rearm(self) -> None:
+        due = self._expiry_due()
+        if due == self._armed:
+            return
+        if due is None:
+            self.cancel_deadline(EXPIRY_DEADLINE)
+        else:
+            self.set_deadline(EXPIRY_DEADLINE, due)
+        self._armed = due
+
+    # -- notifications --------------------------------------------------------------------------
+
+    def _window_activated(self, message: WindowActivated, now: float) -> None:
+        data = self.book.data
+        if message.window_id in data.notified or message.expires_at <= now:
+            return
+        wanted = sorted(
+            (
+                i
+                for i in data.intents.values()
+                if i.whatsapp_opt_in and i.max_price_minor >= message.unit_price_minor
+            ),
+            key=lambda i: i.buyer_id,
+        )
+        for intent in wanted:
+            request = NotificationRequested(
+                notification_id=notification_id(message.window_id, intent.buyer_id),
+                window_id=message.window_id,
+                product_id=self.key,
+                seller_id=message.seller_id,
+                buyer_id=intent.buyer_id,
+                intent_id=intent.intent_id,
+                phone=intent.phone,
+                locale=intent.locale,
+                unit_price_minor=message.unit_price_minor,
+                currency=message.currency,
+                activates_at=message.activates_at,
+                expires_at=message.expires_at,
+                at=now,
+            )
+            self.persist(request)
+            event_id, body = notification_payload(request)
+            self.emit(
+                notification_subject(request.notification_id, self.settings.prefix),
+                body,
+                id=event_id,
+            )
+        self.persist(WindowNotified(message.window_id, message.expires_at, len(wanted), now))

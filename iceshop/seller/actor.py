@@ -1,0 +1,354 @@
+"""The seller actor (kind ``seller``, key ``seller_id``): profile, listings, stock, offers.
+
+The seller owns its stock. Every change to a listing (an upsert, stock taken for a window
+or given back) is told to the product's actor after commit as ``ListingChanged``, with
+the seller's capacity and approval mode, so the product's catalog is what the campaign
+reads; a re-registration that changes capacity or approval re-sends every listing.
+
+Stock for a window (``ReserveStock``, a request from the campaign) is taken all or
+nothing and recorded under the ``window_id``: a repeat gets the first reply again (same
+``stock_left``), the same id with another product or quantity is a conflict.
+``ReturnStock`` gives back at most what that window took, once.
+
+Offers exist for sellers that approve windows themselves. ``CreateOffer`` stores a
+pending offer and announces it (``<prefix>.events.offer.<offer_id>.proposed``); the
+seller approves or rejects it over the wire, or it expires at its ``activates_at`` (a
+durable deadline ``offer:<offer_id>``; an answer that comes after that time finds it
+expired). Each outcome is announced (``approved`` / ``rejected`` / ``expired``, ``seq``
+2 after ``proposed``'s 1) and told to the campaign as ``OfferDecided`` after commit.
+Approve and reject are idempotent by state: a repeat answers the current status.
+``CreateOffer`` is idempotent by ``offer_id``; a repeat for an offer already decided
+tells the campaign the outcome again (the campaign repeats what it has in flight after a
+restart, and a tell after commit can be lost).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import structlog
+
+from actors import DeadlineFired, PersistentActor
+from iceshop.protocol import (
+    CreateOffer,
+    ListingChanged,
+    OfferDecided,
+    Request,
+    ReserveStock,
+    ReturnStock,
+    StockReserved,
+)
+from iceshop.seller.state import (
+    Listing,
+    ListingUpserted,
+    OfferCreated,
+    OfferRecord,
+    OfferStatusSet,
+    SellerEvent,
+    SellerProfile,
+    SellerRegistered,
+    SellerState,
+    StockGiven,
+    StockTaken,
+)
+from iceshop.settings import Settings
+from iceshop.wire.commands import (
+    DEFAULT_AUTO_APPROVE,
+    DEFAULT_MAX_ACTIVE_WINDOWS,
+    CommandKind,
+    RegisterSeller,
+    UpsertListing,
+)
+from iceshop.wire.envelope import encode
+from iceshop.wire.errors import ErrorCode, ShopError
+from iceshop.wire.subjects import event_subject
+from iceshop.wire.times import format_time
+from iceshop.wire.views import (
+    Event,
+    OfferStatus,
+    OfferStatusReply,
+    OfferView,
+    RegisterSellerReply,
+    UpsertListingReply,
+)
+
+__all__ = ["CAMPAIGN_KEY", "KIND", "SellerActor"]
+
+log = structlog.get_logger("iceshop.seller")
+
+KIND = "seller"
+PRODUCT_KIND = "product"
+CAMPAIGN_KIND = "campaign"
+CAMPAIGN_KEY = "main"
+DEADLINE_PREFIX = "offer:"
+
+
+class SellerActor(PersistentActor):
+    """One seller: listings with price bounds and stock, and offers to decide."""
+
+    __slots__ = ("settings", "state")
+
+    event_type = SellerEvent
+    snapshot_type = SellerState
+    snapshot_every = 200
+    passivate_after = 600.0
+
+    def __init__(self, settings: Settings | None = None) -> None:
+        self.settings = settings if settings is not None else Settings()
+        self.state = SellerState()
+
+    # -- persistence ----------------------------------------------------------------------
+
+    def apply(self, event: Any) -> None:
+        self.state.apply(event)
+
+    def snapshot(self) -> SellerState:
+        return self.state
+
+    def restore(self, snapshot: SellerState) -> None:
+        self.state = snapshot
+
+    # -- dispatch --------------------------------------------------------------------------
+
+    def receive(self, message: Any) -> Any:
+        match message:
+            case Request(kind=CommandKind.LISTING_UPSERT, body=UpsertListing() as body):
+                return self._upsert(body)
+            case Request(kind=CommandKind.OFFER_APPROVE, ids=ids):
+                return self._decide(ids.get("offer_id"), "approved")
+            case Request(kind=CommandKind.OFFER_REJECT, ids=ids):
+                return self._decide(ids.get("offer_id"), "rejected")
+            case Request(kind=CommandKind.SELLER_REGISTER, body=RegisterSeller() as body):
+                return self._register(body)
+            case Request(kind=kind):
+                return ShopError(ErrorCode.INTERNAL, f"{kind} is not a seller command")
+            case ReserveStock():
+                return self._reserve(message)
+            case ReturnStock():
+                self._return(message)
+                return None
+            case CreateOffer():
+                return self._create_offer(message)
+            case DeadlineFired(name=name) if name.startswith(DEADLINE_PREFIX):
+                self._on_expiry(name[len(DEADLINE_PREFIX) :])
+                return None
+        raise TypeError(f"seller cannot handle {message!r}")
+
+    # -- registration and listings ------------------------------------------------------------
+
+    def _register(self, body: RegisterSeller) -> RegisterSellerReply:
+        old = self.state.profile
+        windows = body.max_active_windows if isinstance(body.max_active_windows, int) else None
+        approve = body.auto_approve if isinstance(body.auto_approve, bool) else None
+        new = SellerProfile(
+            name=body.name,
+            max_active_windows=(
+                windows
+                if windows is not None
+                else (old.max_active_windows if old is not None else DEFAULT_MAX_ACTIVE_WINDOWS)
+            ),
+            auto_approve=(
+                approve
+                if approve is not None
+                else (old.auto_approve if old is not None else DEFAULT_AUTO_APPROVE)
+            ),
+        )
+        if new != old:
+            self.persist(SellerRegistered(new))
+            if old is not None and (old.max_active_windows, old.auto_approve) != (
+                new.max_active_windows,
+                new.auto_approve,
+            ):
+                for listing in self.state.listings.values():
+                    self._announce_listing(listing)
+        return RegisterSellerReply(seller_id=self.key, created=old is None)
+
+    def _upsert(self, body: UpsertListing) -> UpsertListingReply | ShopError:
+        if self.state.profile is None:
+            return self._unknown_seller()
+        if body.floor_price_minor > body.list_price_minor:  # the wire layer checks it too
+            return ShopError.invalid(
+                "floor_price_minor: must not exceed list_price_minor", field="floor_price_minor"
+            )
+        listing = Listing(
+            product_id=body.product_id,
+            title=body.title,
+            list_price_minor=body.list_price_minor,
+            floor_price_minor=body.floor_price_minor,
+            stock=body.stock,
+            currency=body.currency,
+        )
+        if self.state.listings.get(body.product_id) != listing:
+            self.persist(ListingUpserted(listing))
+        self._announce_listing(listing)
+        return UpsertListingReply(seller_id=self.key, product_id=body.product_id, stock=body.stock)
+
+    def _announce_listing(self, listing: Listing) -> None:
+        profile = self.state.profile
+        assert profile is not None
+        self.tell_after_commit(
+            self.system.ref(PRODUCT_KIND, listing.product_id),
+            ListingChanged(
+                seller_id=self.key,
+                product_id=listing.product_id,
+                title=listing.title,
+                list_price_minor=listing.list_price_minor,
+                floor_price_minor=listing.floor_price_minor,
+                stock=listing.stock,
+                currency=listing.currency,
+                max_active_windows=profile.max_active_windows,
+                auto_approve=profile.auto_approve,
+            ),
+        )
+
+    # -- stock for windows -----------------------------------------------------------------------
+
+    def _reserve(self, message: ReserveStock) -> StockReserved | ShopError:
+        hold = self.state.holds.get(message.window_id)
+        if hold is not None:
+            if (hold.product_id, hold.quantity) != (message.product_id, message.quantity):
+                return ShopError(
+                    ErrorCode.IDEMPOTENCY_CONFLICT,
+                    f"stock for window {message.window_id!r} was reserved with other parameters",
+                    {"window_id": message.window_id},
+                )
+            return StockReserved(
+                product_id=hold.product_id,
+                quantity=hold.quantity,
+                window_id=message.window_id,
+                stock_left=hold.stock_left,
+            )
+        if self.state.profile is None:
+            return self._unknown_seller()
+        listing = self.state.listings.get(message.product_id)
+        if listing is None:
+            return ShopError(
+                ErrorCode.UNKNOWN_PRODUCT,
+                f"seller {self.key!r} has no listing for {message.product_id!r}",
+                {"product_id": message.product_id},
+            )
+        if listing.stock < message.quantity:
+            return ShopError(
+                ErrorCode.INSUFFICIENT_STOCK,
+                f"only {listing.stock} of {message.product_id!r} in stock",
+                {"available": listing.stock},
+            )
+        self.persist(
+            StockTaken(message.window_id, message.product_id, message.quantity, self.now())
+        )
+        self._announce_listing(self.state.listings[message.product_id])
+        return StockReserved(
+            product_id=message.product_id,
+            quantity=message.quantity,
+            window_id=message.window_id,
+            stock_left=self.state.holds[message.window_id].stock_left,
+        )
+
+    def _return(self, message: ReturnStock) -> None:
+        hold = self.state.holds.get(message.window_id)
+        if hold is None or hold.product_id != message.product_id:
+            log.warning(
+                "stock returned for a window that took none",
+                seller=self.key,
+                window_id=message.window_id,
+                product_id=message.product_id,
+            )
+            return
+        if hold.closed:
+            return  # already given back
+        quantity = min(message.quantity, hold.quantity)
+        self.persist(StockGiven(message.window_id, message.product_id, quantity, self.now()))
+        self._announce_listing(self.state.listings[message.product_id])
+
+    # -- offers -----------------------------------------------------------------------------------
+
+    def _create_offer(self, message: CreateOffer) -> OfferStatusReply:
+        offer = self.state.offers.get(message.offer_id)
+        if offer is None:
+            offer = OfferRecord(
+                offer_id=message.offer_id,
+                decision_id=message.decision_id,
+                product_id=message.product_id,
+                window_id=message.window_id,
+                unit_price_minor=message.unit_price_minor,
+                currency=message.currency,
+                quantity=message.quantity,
+                min_participants=message.min_participants,
+                max_per_buyer=message.max_per_buyer,
+                activates_at=message.activates_at,
+                expires_at=message.expires_at,
+            )
+            self.persist(OfferCreated(offer, self.now()))
+            self.set_deadline(DEADLINE_PREFIX + offer.offer_id, offer.activates_at)
+            self._emit_offer(offer, "proposed", 1)
+        elif offer.status != "pending":
+            self._tell_campaign(offer)  # the campaign asks again: its news may have been lost
+        return OfferStatusReply(offer_id=offer.offer_id, status=offer.status)
+
+    def _decide(self, offer_id: str | None, status: OfferStatus) -> OfferStatusReply | ShopError:
+        if self.state.profile is None:
+            return self._unknown_seller()
+        offer = None if offer_id is None else self.state.offers.get(offer_id)
+        if offer is None:
+            return ShopError(
+                ErrorCode.UNKNOWN_OFFER,
+                f"seller {self.key!r} has no offer {offer_id!r}",
+                {"offer_id": offer_id},
+            )
+        if offer.status == "pending":
+            if offer.activates_at <= self.now():
+                status = "expired"  # its deadline is due: too late to decide
+            offer = self._settle(offer, status)
+        return OfferStatusReply(offer_id=offer.offer_id, status=offer.status)
+
+    def _on_expiry(self, offer_id: str) -> None:
+        offer = self.state.offers.get(offer_id)
+        if offer is not None and offer.status == "pending":
+            self._settle(offer, "expired")
+
+    def _settle(self, offer: OfferRecord, status: OfferStatus) -> OfferRecord:
+        """Move a pending offer to its final status: store, announce, tell the campaign."""
+        self.persist(OfferStatusSet(offer.offer_id, status, self.now()))
+        self.cancel_deadline(DEADLINE_PREFIX + offer.offer_id)
+        offer = self.state.offers[offer.offer_id]
+        self._emit_offer(offer, status, 2)
+        self._tell_campaign(offer)
+        return offer
+
+    def _tell_campaign(self, offer: OfferRecord) -> None:
+        self.tell_after_commit(
+            self.system.ref(CAMPAIGN_KIND, CAMPAIGN_KEY),
+            OfferDecided(
+                offer_id=offer.offer_id,
+                decision_id=offer.decision_id,
+                seller_id=self.key,
+                status=offer.status,
+            ),
+        )
+
+    def _emit_offer(self, offer: OfferRecord, event_type: str, seq: int) -> None:
+        event_id = f"offer.{offer.offer_id}.{seq}"
+        view = OfferView(
+            offer_id=offer.offer_id,
+            seller_id=self.key,
+            unit_price_minor=offer.unit_price_minor,
+            quantity=offer.quantity,
+            activates_at=format_time(offer.activates_at),
+            expires_at=format_time(offer.expires_at),
+            status=offer.status,
+        )
+        body = Event(
+            event_id=event_id, type=event_type, at=format_time(self.now()), seq=seq, data=view
+        )
+        self.emit(
+            event_subject("offer", offer.offer_id, event_type, self.settings.prefix),
+            encode(body),
+            id=event_id,
+        )
+
+    def _unknown_seller(self) -> ShopError:
+        return ShopError(
+            ErrorCode.UNKNOWN_SELLER,
+            f"seller {self.key!r} is not registered",
+            {"seller_id": self.key},
+        )
