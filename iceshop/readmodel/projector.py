@@ -1,0 +1,267 @@
+"""The projector: window events from JetStream into the read model, none missed.
+
+It reads ``<prefix>.events.window.>`` from the event stream through a DURABLE pull
+consumer, so the server remembers how far it got: a node that restarts resumes there
+and sees every event it has not acknowledged. Each fetched batch is applied in one
+transaction (:meth:`ReadModel.apply`) and acknowledged only after the commit. A crash
+between the two redelivers the batch, which the store skips as duplicates.
+
+The consumer's position and the SQLite file can disagree: the file may be deleted
+(to rebuild it) or restored from an older copy while the consumer already acknowledged
+further. The store keeps the highest stream sequence it applied, and on every
+(re)subscription the projector compares it with the consumer's ack floor; when the
+file is behind, the consumer is recreated to start right after the file's position
+(from the beginning for an empty file). A stream that was recreated (its last sequence
+below the stored position) is read from the beginning as well.
+
+Failures are retried with a capped exponential backoff and never end :meth:`run`: the
+stream not existing yet (a node may start before any node created it), NATS errors, a
+store that cannot be written. Messages fetched but not committed are nak'ed so they
+come back at once rather than after ``ack_wait``. :meth:`run` returns only by
+cancellation, from the task group that owns it; on the way out it unsubscribes so the
+server stops delivering to an inbox nobody reads.
+
+nats-py notes: ``fetch`` raises a timeout when no message arrived (that is idleness,
+not an error); acks are plain publishes, flushed by the client in the background and
+ordered before the next fetch request on the same connection.
+
+Waiting for the projection (tests, read-your-writes in tools): :meth:`wait_for` returns
+once a window's view has reached a ``seq``, :meth:`caught_up` once every window event in
+the stream at the time of the call is applied. Both wake on the projector's progress
+(each commit, and each idle fetch) instead of polling a clock; bound them with
+``anyio.fail_after``.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import anyio
+import nats.errors
+import nats.js.errors
+import structlog
+from anyio.abc import TaskStatus
+from nats.aio.msg import Msg
+from nats.js import JetStreamContext
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from actors.errors import JournalUnavailable, RequestTimeout, TransportError
+from actors.nats import NatsTransport
+from actors.nats.errors import mapped_errors
+from iceshop.readmodel.store import ReadModel, StreamPosition
+from iceshop.wire import DEFAULT_PREFIX, EVENT_STREAM
+
+__all__ = ["DEFAULT_DURABLE", "Projector"]
+
+DEFAULT_DURABLE: Final = "iceshop-readmodel"
+
+_log = structlog.get_logger(__name__)
+
+
+class Projector:
+    """Keeps a :class:`ReadModel` up to date with the window events of ``stream``.
+
+    ``durable`` names the consumer. Every node keeps its own read model, so in a cluster
+    each node needs its own durable name (for instance with the node id in it): two
+    nodes sharing one consumer would each see only part of the events."""
+
+    def __init__(
+        self,
+        transport: NatsTransport,
+        store: ReadModel,
+        *,
+        stream: str = EVENT_STREAM,
+        prefix: str = DEFAULT_PREFIX,
+        durable: str = DEFAULT_DURABLE,
+        batch: int = 256,
+        fetch_timeout: float = 1.0,
+        ack_wait: float = 30.0,
+        api_timeout: float = 5.0,
+        retry_initial: float = 0.05,
+        retry_max: float = 2.0,
+    ) -> None:
+        if batch < 1:
+            raise ValueError("batch must be at least 1")
+        self.transport = transport
+        self.store = store
+        self.stream = stream
+        self.subject = f"{prefix}.events.window.>"
+        self.durable = durable
+        self.batch = batch
+        self.fetch_timeout = fetch_timeout
+        self.ack_wait = ack_wait
+        self.api_timeout = api_timeout
+        self.retry_initial = retry_initial
+        self.retry_max = retry_max
+        self.received = 0
+        """Messages fetched (redeliveries included)."""
+        self.applied = 0
+        """Events that changed the read model."""
+        self.rebuilds = 0
+        """Times the consumer was recreated because the file was behind it."""
+        self._progress: anyio.Event | None = None
+
+    # -- running ------------------------------------------------------------------------
+
+    async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
+        """Project until cancelled. With ``task_group.start`` it returns once the first
+        subscription is in place (after the stream exists)."""
+        delay = self.retry_initial
+        started = False
+        waiting_logged = False
+        while True:
+            try:
+                psub = await self._subscribe()
+                if psub is None:
+                    if not waiting_logged:
+                        _log.info("read model waits for its stream", stream=self.stream)
+                        waiting_logged = True
+                else:
+                    delay = self.retry_initial
+                    waiting_logged = False
+                    if not started:
+                        started = True
+                        task_status.started()
+                    try:
+                        await self._consume(psub)
+                    finally:
+                        await self._unsubscribe(psub)
+            except (TransportError, JournalUnavailable) as exc:
+                _log.warning(
+                    "read model projection failed; retrying", error=repr(exc), retry_in=delay
+                )
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+        """The pull subscription on the durable consumer, made consistent with the
+        store's position first; ``None`` while the stream does not exist."""
+        js = self.transport.jetstream(timeout=self.api_timeout)
+        with mapped_errors(f"read model consumer {self.durable}"):
+            try:
+                stream = await js.stream_info(self.stream)
+            except nats.js.errors.NotFoundError:
+                return None
+            position = await self.store.position(self.stream)
+            last = stream.state.last_seq
+            if position > last:
+                _log.warning(
+                    "event stream is behind the read model (recreated?); replaying it",
+                    stream=self.stream,
+                    position=position,
+                    last_seq=last,
+                )
+                position = 0
+            try:
+                info = await js.consumer_info(self.stream, self.durable)
+            except nats.js.errors.NotFoundError:
+                info = None
+            if info is not None:
+                floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
+                if floor > position or info.config.filter_subject != self.subject:
+                    _log.warning(
+                        "read model is behind its consumer; replaying from its position",
+                        consumer=self.durable,
+                        ack_floor=floor,
+                        position=position,
+                    )
+                    await js.delete_consumer(self.stream, self.durable)
+                    self.rebuilds += 1
+                    info = None
+            if info is None:
+                await js.add_consumer(self.stream, config=self._config(position))
+            return await js.pull_subscribe_bind(
+                durable=self.durable,
+                stream=self.stream,
+                pending_msgs_limit=4 * self.batch,
+            )
+
+    def _config(self, position: int) -> ConsumerConfig:
+        return ConsumerConfig(
+            name=self.durable,
+            durable_name=self.durable,
+            filter_subject=self.subject,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
+            opt_start_seq=position + 1 if position else None,
+            ack_wait=self.ack_wait,
+            max_ack_pending=max(1000, 4 * self.batch),
+            max_deliver=-1,
+        )
+
+    async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
+        while True:
+            try:
+                with mapped_errors("read model fetch"):
+                    msgs = await psub.fetch(self.batch, timeout=self.fetch_timeout)
+            except RequestTimeout:
+                self._notify()  # idle: nothing was pending when the fetch expired
+                continue
+            self.received += len(msgs)
+            events = [(msg.subject, msg.data) for msg in msgs]
+            top = max(msg.metadata.sequence.stream for msg in msgs)
+            try:
+                result = await self.store.apply(events, StreamPosition(self.stream, top))
+            except BaseException:
+                await self._nak(msgs)
+                raise
+            with mapped_errors("read model ack"):
+                for msg in msgs:
+                    await msg.ack()
+            self.applied += result.applied
+            self._notify()
+
+    @staticmethod
+    async def _nak(msgs: list[Msg]) -> None:
+        """Hand fetched messages back for redelivery now (best effort)."""
+        with anyio.CancelScope(shield=True):
+            try:
+                for msg in msgs:
+                    await msg.nak()
+            except (nats.errors.Error, OSError) as exc:
+                _log.debug("read model nak failed", error=repr(exc))
+
+    @staticmethod
+    async def _unsubscribe(psub: JetStreamContext.PullSubscription) -> None:
+        with anyio.CancelScope(shield=True):
+            try:
+                await psub.unsubscribe()
+            except (nats.errors.Error, OSError, ValueError) as exc:
+                _log.debug("read model unsubscribe failed", error=repr(exc))
+
+    # -- waiting for the projection ---------------------------------------------------------
+
+    def _event(self) -> anyio.Event:
+        if self._progress is None:
+            self._progress = anyio.Event()
+        return self._progress
+
+    def _notify(self) -> None:
+        event, self._progress = self._progress, None
+        if event is not None:
+            event.set()
+
+    async def wait_for(self, window_id: str, seq: int) -> None:
+        """Return once the window's view comes from an event with at least ``seq``."""
+        while True:
+            progress = self._event()
+            current = await self.store.window_seq(window_id)
+            if current is not None and current >= seq:
+                return
+            await progress.wait()
+
+    async def caught_up(self) -> None:
+        """Return once every window event in the stream when this is called is applied."""
+        js = self.transport.jetstream(timeout=self.api_timeout)
+        while True:
+            progress = self._event()
+            with mapped_errors(f"read model consumer {self.durable}"):
+                try:
+                    info = await js.consumer_info(self.stream, self.durable)
+                except nats.js.errors.NotFoundError:
+                    info = None
+            if info is not None and not info.num_pending:
+                delivered = info.delivered.stream_seq if info.delivered is not None else 0
+                if await self.store.position(self.stream) >= delivered:
+                    return
+            await progress.wait()
