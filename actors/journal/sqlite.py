@@ -63,7 +63,7 @@ from ..errors import JournalUnavailable, SequenceConflict
 from ._checks import check_batch
 from .base import DeadLetter, Deadline, OutboxEntry, Recovery, WriteRequest
 
-__all__ = ["SCHEMA_VERSION", "SqliteJournal"]
+__all__ = ["SCHEMA_VERSION", "SqliteJournal", "on_connection_thread"]
 
 SCHEMA_VERSION = 1
 """Stored in ``PRAGMA user_version``."""
@@ -107,8 +107,11 @@ _ActorId = tuple[str, str]
 _headers_decoder = msgspec.msgpack.Decoder(dict[str, str])
 
 
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    """Run ``fn(raw_connection)`` on aiosqlite's connection thread in one hop."""
+async def on_connection_thread(
+    conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], _T]
+) -> _T:
+    """Run ``fn(raw_connection)`` on aiosqlite's connection thread in one hop (every
+    statement of ``fn`` without returning to the event loop in between)."""
 
     def call() -> _T:
         return fn(conn._conn)
@@ -142,7 +145,7 @@ class SqliteJournal:
         except (sqlite3.Error, OSError) as exc:
             raise JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
         try:
-            await _on_thread(conn, self._prepare)
+            await on_connection_thread(conn, self._prepare)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):  # never leave the thread behind
                 await conn.close()
@@ -182,7 +185,7 @@ class SqliteJournal:
         # Shielded: a cancelled close must still stop the connection's thread.
         with anyio.CancelScope(shield=True):
             try:
-                await _on_thread(conn, _optimize)
+                await on_connection_thread(conn, _optimize)
             except (sqlite3.Error, ValueError):
                 pass  # an optimisation hint only; closing matters more
             try:
@@ -195,7 +198,7 @@ class SqliteJournal:
         if conn is None:
             raise JournalUnavailable("journal is not open")
         try:
-            return await _on_thread(conn, fn)
+            return await on_connection_thread(conn, fn)
         except (sqlite3.Error, ValueError) as exc:
             # ValueError: aiosqlite's "connection closed" while the call was queued.
             raise JournalUnavailable(f"sqlite journal {self.path}: {exc}") from exc

@@ -44,6 +44,7 @@ import msgspec
 import structlog
 
 from actors.errors import JournalUnavailable
+from actors.journal.sqlite import on_connection_thread
 from iceshop.readmodel.events import BadEvent, WindowChange, read_window_event
 
 __all__ = ["SCHEMA_VERSION", "ApplyResult", "ReadModel", "StreamPosition"]
@@ -130,16 +131,6 @@ class ApplyResult(msgspec.Struct, frozen=True, kw_only=True):
     malformed: int
 
 
-async def _on_thread(conn: aiosqlite.Connection, fn: Callable[[sqlite3.Connection], _T]) -> _T:
-    """Run ``fn(raw_connection)`` on aiosqlite's connection thread in one hop."""
-
-    def call() -> _T:
-        return fn(conn._conn)
-
-    result: _T = await conn._execute(call)  # type: ignore[no-untyped-call]
-    return result
-
-
 class ReadModel:
     """The windows and reservations read model in one SQLite file (WAL).
 
@@ -161,7 +152,7 @@ class ReadModel:
         except (sqlite3.Error, OSError) as exc:
             raise JournalUnavailable(f"cannot open read model {self.path}: {exc}") from exc
         try:
-            await _on_thread(conn, _prepare)
+            await on_connection_thread(conn, _prepare)
         except BaseException as exc:
             with anyio.CancelScope(shield=True):  # never leave the thread behind
                 await conn.close()
@@ -246,7 +237,7 @@ class ReadModel:
         if conn is None:
             raise JournalUnavailable("the read model is not open")
         try:
-            return await _on_thread(conn, fn)
+            return await on_connection_thread(conn, fn)
         except (sqlite3.Error, ValueError) as exc:
             # ValueError: aiosqlite's "connection closed" while the call was queued.
             raise JournalUnavailable(f"read model {self.path}: {exc}") from exc
