@@ -79,6 +79,7 @@ class Projector:
         api_timeout: float = 5.0,
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
+        linger: float = 0.02,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -93,6 +94,7 @@ class Projector:
         self.api_timeout = api_timeout
         self.retry_initial = retry_initial
         self.retry_max = retry_max
+        self.linger = linger
         self.received = 0
         """Messages fetched (redeliveries included)."""
         self.applied = 0
@@ -210,6 +212,11 @@ class Projector:
                     await msg.ack()
             self.applied += result.applied
             self._notify()
+            if len(msgs) < self.batch and self.linger > 0:
+                # A partial batch means we are caught up: let events gather for a
+                # moment so a busy window costs one fetch and one commit per batch
+                # rather than per event (the lists lag by at most ``linger``).
+                await anyio.sleep(self.linger)
 
     @staticmethod
     async def _nak(msgs: list[Msg]) -> None:

@@ -1,0 +1,297 @@
+"""The flash crowd's shop: a node in a process of its own, and a contract client for it.
+
+:class:`NodeProcess` runs ``python -m iceshop.node`` as a child with settings suited to a
+benchmark (a window activates a second after it is proposed and stays open for ten
+minutes; the campaign looks every 0.2 s and proposes on any demand; one unit per buyer;
+a tipping point of one). Its output goes to a log file, so a chatty node never blocks
+on a full pipe, and the tail of that log is shown when something fails. Readiness is
+proven over NATS (``cluster.status`` answers), not guessed from a sleep.
+
+:class:`ShopClient` does everything else over the contract's subjects only: the seller,
+its listing, the crowd's registrations (many requests in flight), the intents that make
+the campaign propose the window, the wait for the window to activate, and the read-back
+of the window's reservations for the oversell and durability checks.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import IO, Any
+
+import anyio
+import anyio.abc
+import msgspec
+
+from actors.errors import TransportError
+from actors.nats import NatsTransport
+
+__all__ = [
+    "NODE_SETTINGS",
+    "PRODUCT_ID",
+    "REPO_ROOT",
+    "SELLER_ID",
+    "BenchError",
+    "NodeProcess",
+    "Reservations",
+    "ShopClient",
+    "child_env",
+    "fan_out",
+]
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SELLER_ID = "FLASHSELLER"
+PRODUCT_ID = "FLASHITEM"
+LIST_PRICE = 100_000
+FLOOR_PRICE = 80_000
+DEMAND_BUYERS = 20
+"""Buyers whose intents make the campaign propose the window (apart from the crowd)."""
+
+NODE_SETTINGS: dict[str, str] = {
+    "node_id": "flash",
+    "window_lead_s": "1",
+    "window_duration_s": "600",
+    "campaign_interval_s": "0.2",
+    "campaign_min_quantity": "1",
+    "window_max_per_buyer": "1",
+    "window_min_participants": "1",
+    "auth": "off",
+}
+
+
+class BenchError(RuntimeError):
+    """The benchmark could not run as planned (a failed setup step, a node that died)."""
+
+
+def child_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a child process: ours without any ``ICESHOP_*`` setting (the
+    node must get exactly the benchmark's), with the repository importable."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ICESHOP_")}
+    path = env.get("PYTHONPATH")
+    env["PYTHONPATH"] = str(REPO_ROOT) + (os.pathsep + path if path else "")
+    env["PYTHONUNBUFFERED"] = "1"
+    env.update(extra or {})
+    return env
+
+
+async def fan_out(count: int, concurrency: int, one: Callable[[int], Awaitable[None]]) -> None:
+    """``await one(i)`` for every ``i`` in ``range(count)``, ``concurrency`` at a time."""
+    indexes = iter(range(count))
+
+    async def worker() -> None:
+        for i in indexes:
+            await one(i)
+
+    async with anyio.create_task_group() as tg:
+        for _ in range(min(concurrency, count)):
+            tg.start_soon(worker)
+
+
+class NodeProcess:
+    """``python -m iceshop.node`` as a child process on ``data_dir``."""
+
+    def __init__(self, nats_url: str, data_dir: Path, log_path: Path) -> None:
+        self.nats_url = nats_url
+        self.data_dir = data_dir
+        self.log_path = log_path
+        self.process: anyio.abc.Process | None = None
+        self._log: IO[bytes] | None = None
+
+    async def start(self, client: ShopClient, ready_within_s: float = 60.0) -> float:
+        """Start the node; return the seconds until it answered over NATS."""
+        if self.process is not None:
+            raise BenchError("the node is already running")
+        self._log = await anyio.to_thread.run_sync(self.log_path.open, "ab")
+        env = child_env({f"ICESHOP_{k.upper()}": v for k, v in NODE_SETTINGS.items()})
+        command = [sys.executable, "-m", "iceshop.node", "--nats", self.nats_url]
+        command += ["--data", str(self.data_dir)]
+        started = anyio.current_time()
+        self.process = await anyio.open_process(
+            command,
+            stdin=subprocess.DEVNULL,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=REPO_ROOT,
+            env=env,
+        )
+        with anyio.move_on_after(ready_within_s):
+            while True:
+                if self.process.returncode is not None:
+                    await self._reap()
+                    raise BenchError(f"the node exited during start; log tail:\n{self.tail()}")
+                if await client.answers("cluster.status"):
+                    return anyio.current_time() - started
+                await anyio.sleep(0.05)
+        await self.kill()
+        raise BenchError(f"the node did not answer within {ready_within_s:g}s:\n{self.tail()}")
+
+    async def kill(self) -> None:
+        """SIGKILL: a crash, no shutdown code runs."""
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+        await self._reap()
+
+    async def stop(self, within_s: float = 15.0) -> None:
+        """SIGTERM (the node shuts down cleanly); SIGKILL if it takes longer than ``within_s``."""
+        process = self.process
+        if process is not None and process.returncode is None:
+            process.terminate()
+            with anyio.move_on_after(within_s):
+                await process.wait()
+        await self.kill()
+
+    async def _reap(self) -> None:
+        process, self.process = self.process, None
+        if process is not None:
+            with anyio.CancelScope(shield=True):
+                await process.wait()
+                await process.aclose()
+        log, self._log = self._log, None
+        if log is not None:
+            log.close()
+
+    async def cpu_seconds(self) -> float | None:
+        """CPU time the running node has used so far (Linux ``/proc``), else None."""
+        if self.process is None:
+            return None
+        try:
+            stat = await anyio.Path(f"/proc/{self.process.pid}/stat").read_text()
+        except OSError:
+            return None
+        fields = stat.rsplit(")", 1)[1].split()
+        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+
+    @property
+    def died(self) -> bool:
+        """Whether the node process is gone although nobody stopped it."""
+        return self.process is not None and self.process.returncode is not None
+
+    def tail(self, limit: int = 4000) -> str:
+        try:
+            data = self.log_path.read_bytes()
+        except OSError:
+            return "(no log)"
+        return data[-limit:].decode("utf-8", "replace")
+
+
+class Reservations(msgspec.Struct, frozen=True, kw_only=True):
+    """A window's reservations as its own query answers them (every page)."""
+
+    total: int
+    """Reservations listed, released ones included."""
+    held_quantity: int
+    """Quantity of the reservations not released."""
+    held_join_ids: frozenset[str]
+
+
+class ShopClient:
+    """The contract's subjects, from the outside (``iceshop.`` prefix)."""
+
+    def __init__(self, transport: NatsTransport, prefix: str = "iceshop") -> None:
+        self.transport = transport
+        self.prefix = prefix
+
+    async def call(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        payload, _ = await self.transport.request(
+            f"{self.prefix}.{subject}", msgspec.json.encode(body or {}), timeout=10.0
+        )
+        reply: dict[str, Any] = msgspec.json.decode(payload)
+        return reply
+
+    async def ok(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+        reply = await self.call(subject, body)
+        if reply.get("ok") is not True:
+            raise BenchError(f"{subject} {body}: {reply}")
+        data: dict[str, Any] = reply["data"]
+        return data
+
+    async def answers(self, subject: str) -> bool:
+        """Whether anything answers ``subject`` within half a second."""
+        try:
+            await self.transport.request(f"{self.prefix}.{subject}", b"{}", timeout=0.5)
+        except TransportError:
+            return False
+        return True
+
+    async def setup(
+        self, crowd: int, stock: int, crowd_prefix: str, concurrency: int = 200
+    ) -> None:
+        """A seller with ``stock`` units of one product, ``crowd`` registered buyers
+        ``<crowd_prefix><i>``, and open intents for the whole stock at the list price."""
+        await self.ok(f"sellers.{SELLER_ID}.register", {"name": "Flash seller"})
+        await self.ok(
+            f"sellers.{SELLER_ID}.listings.upsert",
+            {
+                "product_id": PRODUCT_ID,
+                "title": "Flash item",
+                "list_price_minor": LIST_PRICE,
+                "floor_price_minor": FLOOR_PRICE,
+                "stock": stock,
+                "currency": "TRY",
+            },
+        )
+
+        async def register(i: int) -> None:
+            body = {"name": "Crowd buyer", "phone": f"+90555{i:07d}", "locale": "tr"}
+            await self.ok(f"buyers.{crowd_prefix}{i}.register", body)
+
+        await fan_out(crowd, concurrency, register)
+        per_intent = -(-stock // DEMAND_BUYERS)
+
+        async def demand(i: int) -> None:
+            buyer = f"DEMAND{i}"
+            body = {"name": "Demand buyer", "phone": f"+90556{i:07d}", "locale": "tr"}
+            await self.ok(f"buyers.{buyer}.register", body)
+            intent = {
+                "intent_id": f"I{i}",
+                "product_id": PRODUCT_ID,
+                "quantity": per_intent,
+                "max_price_minor": LIST_PRICE,
+            }
+            await self.ok(f"buyers.{buyer}.intents.submit", intent)
+
+        await fan_out(DEMAND_BUYERS, DEMAND_BUYERS, demand)
+
+    async def active_window(self, within_s: float = 30.0) -> dict[str, Any]:
+        """The window the campaign proposes for the product, once it is active."""
+        with anyio.move_on_after(within_s):
+            window_id = None
+            while window_id is None:
+                listed = await self.ok("windows.list", {"product_id": PRODUCT_ID})
+                if listed["windows"]:
+                    window_id = listed["windows"][0]["window_id"]
+                else:
+                    await anyio.sleep(0.05)
+            while True:
+                view = await self.ok(f"windows.{window_id}.get")
+                if view["state"] == "active":
+                    return view
+                if view["state"] != "scheduled":
+                    raise BenchError(f"window {window_id} is {view['state']}, not active")
+                await anyio.sleep(0.05)
+        raise BenchError(f"no active window for {PRODUCT_ID} within {within_s:g}s")
+
+    async def reservations(self, window_id: str) -> Reservations:
+        """Every page of ``windows.<id>.reservations``."""
+        total = 0
+        held_quantity = 0
+        held: set[str] = set()
+        cursor: str | None = None
+        while True:
+            body: dict[str, Any] = {"limit": 500}
+            if cursor is not None:
+                body["cursor"] = cursor
+            page = await self.ok(f"windows.{window_id}.reservations", body)
+            for r in page["reservations"]:
+                total += 1
+                if r["status"] != "released":
+                    held_quantity += r["quantity"]
+                    held.add(r["join_id"])
+            cursor = page["next_cursor"]
+            if cursor is None:
+                break
+        return Reservations(total=total, held_quantity=held_quantity, held_join_ids=frozenset(held))

@@ -1,0 +1,444 @@
+"""Flash crowd: many concurrent joins to one hot window over NATS, with a stock far below
+the crowd, against a no-op NATS responder measured in the same run.
+
+Everything is real and in separate processes: a nats-server with JetStream, the node
+(``python -m iceshop.node``, its SQLite journal in a temporary directory), the load
+generator (``bench._flash_load``) and, for the ceiling, a no-op responder. The setup
+speaks only the contract's subjects: a seller lists ``stock`` units, ``attempts`` buyers
+register, a few intents make the campaign propose the window, and the benchmark waits
+until it is active.
+
+* **crowd**: the load process sends one join per registered buyer, ``concurrency`` in
+  flight. Figures: accepted joins/s (``ok`` replies over the time to the last one, the
+  selling phase), all replies/s over the whole crowd (after the sell-out every join is
+  answered ``sold_out``), p50/p99 latency and the count of each error code. Then the
+  oversell check, on the window actor's own answers (``get`` and every page of
+  ``reservations``): the quantity held must equal the number of ``ok`` replies, every
+  acknowledged join must be held, and nothing beyond ``quantity_total``. Then the node
+  stops and the same load (same bodies, same concurrency, same count) runs against the
+  no-op responder: the ceiling. Target (DESIGN.md): joins at >= 60 % of the ceiling.
+* **crash**: the same setup with a stock large enough to still be selling when the node
+  is killed with SIGKILL after ``kill_after`` acknowledged joins. The load runs on
+  (requests then fail as ``no_responders`` or ``timeout``); the node restarts on the
+  same data directory, and every join the load process saw acknowledged must be in the
+  window's reservations. Joins that were committed but whose reply was lost in the
+  crash may be there too (reported, not a fault).
+
+    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both]
+
+Exits non-zero on any oversell, any acknowledged join lost, or a count that does not
+add up.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import anyio
+import anyio.abc
+import msgspec
+from anyio.streams.buffered import BufferedByteReceiveStream
+
+from actors.nats import NatsServer, NatsTransport
+from bench._common import figure, ratio
+from bench._flash_load import LoadResult, LoadSpec
+from bench._flash_shop import REPO_ROOT, BenchError, NodeProcess, ShopClient, child_env
+
+__all__ = [
+    "CrashResult",
+    "CrowdResult",
+    "Sizes",
+    "crash",
+    "crowd",
+    "main",
+    "report_crash",
+    "report_crowd",
+]
+
+NOOP_SUBJECT = "flashnoop.>"
+CROWD_PREFIX = "C"
+
+Echo = Callable[[str], None]
+
+
+class Sizes(msgspec.Struct, frozen=True, kw_only=True):
+    attempts: int
+    """Join attempts, one per distinct registered buyer."""
+    stock: int
+    """Units the seller lists; the window takes all of them."""
+    concurrency: int = 200
+    """Requests in flight at once in the load process."""
+    connections: int = 1
+    timeout_s: float = 10.0
+    kill_after: int = 0
+    """Crash mode: SIGKILL the node once this many joins were acknowledged."""
+
+
+CROWD = Sizes(attempts=60_000, stock=6_000)
+CROWD_QUICK = Sizes(attempts=8_000, stock=800)
+CRASH = Sizes(attempts=12_000, stock=8_000, kill_after=3_000, timeout_s=3.0)
+CRASH_QUICK = Sizes(attempts=2_000, stock=1_500, kill_after=500, timeout_s=3.0)
+
+
+class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
+    window_id: str
+    quantity_total: int
+    setup_s: float
+    load: LoadResult
+    ceiling: LoadResult | None
+    node_cpu_s: float | None
+    """CPU seconds the node process used during the crowd (None off Linux)."""
+    view_reserved: int
+    """``quantity_reserved`` in the window's view after the crowd."""
+    held_quantity: int
+    """Quantity of unreleased reservations, summed over every page of the query."""
+    acked_missing: int
+    """Acknowledged joins that are not among the held reservations."""
+    held_unacked: int
+    """Held reservations that no ``ok`` reply acknowledged."""
+
+    @property
+    def oversell(self) -> int:
+        return max(
+            0, self.held_quantity - self.quantity_total, self.view_reserved - self.quantity_total
+        )
+
+    @property
+    def consistent(self) -> bool:
+        """Held quantity == ``ok`` replies == the view's figure, and nothing oversold."""
+        return (
+            self.oversell == 0
+            and self.acked_missing == 0
+            and self.held_unacked == 0
+            and self.held_quantity == self.load.ok == self.view_reserved
+        )
+
+
+class CrashResult(msgspec.Struct, frozen=True, kw_only=True):
+    window_id: str
+    quantity_total: int
+    load: LoadResult
+    acked_at_kill: int
+    """``ok`` replies the load process had seen when the kill was sent."""
+    restart_s: float
+    held_quantity: int
+    view_reserved: int
+    lost: int
+    """Acknowledged joins not among the held reservations after the restart."""
+    held_unacked: int
+    """Held reservations whose reply the crash swallowed (committed, not acknowledged)."""
+
+    @property
+    def oversell(self) -> int:
+        return max(
+            0, self.held_quantity - self.quantity_total, self.view_reserved - self.quantity_total
+        )
+
+
+# -- processes -------------------------------------------------------------------------------
+
+
+async def _lines(stream: anyio.abc.ByteReceiveStream) -> AsyncIterator[str]:
+    buffered = BufferedByteReceiveStream(stream)
+    while True:
+        try:
+            line = await buffered.receive_until(b"\n", 65_536)
+        except (anyio.EndOfStream, anyio.IncompleteRead):
+            return
+        yield line.decode("utf-8", "replace")
+
+
+async def run_load_process(
+    spec: LoadSpec, workdir: Path, on_line: Callable[[str], None] | None = None
+) -> LoadResult:
+    """Run the load generator in its own process; ``on_line`` sees its stdout lines."""
+    out = workdir / f"load-{spec.subject.split('.', 1)[0]}.json"
+    command = [sys.executable, "-m", "bench._flash_load", "load"]
+    command += [msgspec.json.encode(spec).decode(), str(out)]
+    async with await anyio.open_process(command, cwd=REPO_ROOT, env=child_env()) as process:
+        assert process.stdout is not None
+        async for line in _lines(process.stdout):
+            if on_line is not None:
+                on_line(line)
+        code = await process.wait()
+    if code != 0:
+        raise BenchError(f"the load process exited with status {code}")
+    data = await anyio.Path(out).read_bytes()
+    return msgspec.json.decode(data, type=LoadResult)
+
+
+@asynccontextmanager
+async def noop_responder(url: str) -> AsyncIterator[None]:
+    """The no-op responder process, ready when entered, stopped when left."""
+    command = [sys.executable, "-m", "bench._flash_load", "noop", url, NOOP_SUBJECT]
+    async with await anyio.open_process(command, cwd=REPO_ROOT, env=child_env()) as process:
+        try:
+            assert process.stdout is not None
+            try:
+                with anyio.fail_after(30):
+                    line = await BufferedByteReceiveStream(process.stdout).receive_until(
+                        b"\n", 1024
+                    )
+            except (anyio.EndOfStream, anyio.IncompleteRead):
+                raise BenchError("the no-op responder exited before it was ready") from None
+            if line.strip() != b"ready":
+                raise BenchError(f"the no-op responder said {line!r}, not ready")
+            yield
+        finally:
+            if process.returncode is None:
+                process.terminate()
+
+
+@asynccontextmanager
+async def shop_environment(
+    workdir: Path,
+) -> AsyncIterator[tuple[NatsServer, NodeProcess, ShopClient]]:
+    """A nats-server, a node process and a client connection; all stopped when left."""
+    async with NatsServer(jetstream=True, store_dir=workdir / "jetstream") as server:
+        node = NodeProcess(server.url, workdir / "node", workdir / "node.log")
+        async with NatsTransport(server.url, name="flash-bench") as transport:
+            client = ShopClient(transport)
+            try:
+                yield server, node, client
+            finally:
+                with anyio.CancelScope(shield=True):
+                    await node.stop()
+
+
+def _spec(url: str, subject: str, sizes: Sizes, progress_every: int = 0) -> LoadSpec:
+    return LoadSpec(
+        url=url,
+        subject=subject,
+        count=sizes.attempts,
+        concurrency=sizes.concurrency,
+        connections=sizes.connections,
+        buyer_prefix=CROWD_PREFIX,
+        join_prefix="J",
+        timeout_s=sizes.timeout_s,
+        progress_every=progress_every,
+    )
+
+
+async def _prepare(
+    node: NodeProcess, client: ShopClient, sizes: Sizes
+) -> tuple[dict[str, Any], float]:
+    started = anyio.current_time()
+    await node.start(client)
+    await client.setup(sizes.attempts, sizes.stock, CROWD_PREFIX)
+    view = await client.active_window()
+    return view, anyio.current_time() - started
+
+
+# -- modes -------------------------------------------------------------------------------
+
+
+async def crowd(
+    sizes: Sizes, workdir: Path, *, ceiling: bool = True, echo: Echo = print
+) -> CrowdResult:
+    """The crowd mode (see the module docstring), its files under ``workdir``."""
+    async with shop_environment(workdir) as (server, node, client):
+        view, setup_s = await _prepare(node, client, sizes)
+        window_id = view["window_id"]
+        echo(f"window {window_id}: quantity_total {view['quantity_total']}, setup {setup_s:.1f}s")
+        cpu_before = await node.cpu_seconds()
+        load = await run_load_process(
+            _spec(server.url, f"iceshop.windows.{window_id}.join", sizes), workdir
+        )
+        cpu_after = await node.cpu_seconds()
+        if node.died:
+            raise BenchError(f"the node died during the crowd; log tail:\n{node.tail()}")
+        after = await client.ok(f"windows.{window_id}.get")
+        held = await client.reservations(window_id)
+        await node.stop()
+        noop = None
+        if ceiling:
+            async with noop_responder(server.url):
+                noop = await run_load_process(
+                    _spec(server.url, f"flashnoop.windows.{window_id}.join", sizes), workdir
+                )
+    acked = frozenset(load.ok_join_ids)
+    node_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    return CrowdResult(
+        window_id=window_id,
+        quantity_total=view["quantity_total"],
+        setup_s=setup_s,
+        load=load,
+        ceiling=noop,
+        node_cpu_s=node_cpu,
+        view_reserved=after["quantity_reserved"],
+        held_quantity=held.held_quantity,
+        acked_missing=len(acked - held.held_join_ids),
+        held_unacked=len(held.held_join_ids - acked),
+    )
+
+
+async def crash(sizes: Sizes, workdir: Path, *, echo: Echo = print) -> CrashResult:
+    """The crash mode (see the module docstring), its files under ``workdir``."""
+    if not 0 < sizes.kill_after < sizes.stock:
+        raise ValueError("crash mode needs 0 < kill_after < stock")
+    every = max(1, min(100, sizes.kill_after // 10))
+    async with shop_environment(workdir) as (server, node, client):
+        view, _ = await _prepare(node, client, sizes)
+        window_id = view["window_id"]
+        echo(f"window {window_id}: quantity_total {view['quantity_total']}")
+        killed_at: list[int] = []
+
+        def on_line(line: str) -> None:
+            if killed_at or not line.startswith("acked "):
+                return
+            acked = int(line.split()[1])
+            if acked >= sizes.kill_after and node.process is not None:
+                node.process.kill()  # SIGKILL, at once; reaped after the load
+                killed_at.append(acked)
+
+        subject = f"iceshop.windows.{window_id}.join"
+        spec = _spec(server.url, subject, sizes, progress_every=every)
+        load = await run_load_process(spec, workdir, on_line)
+        await node.kill()
+        if not killed_at:
+            raise BenchError(
+                f"the node never acknowledged {sizes.kill_after} joins: {load.ok} ok, {load.codes}"
+            )
+        restart_s = await node.start(client)
+        after = await client.ok(f"windows.{window_id}.get")
+        held = await client.reservations(window_id)
+    acked = frozenset(load.ok_join_ids)
+    return CrashResult(
+        window_id=window_id,
+        quantity_total=view["quantity_total"],
+        load=load,
+        acked_at_kill=killed_at[0],
+        restart_s=restart_s,
+        held_quantity=held.held_quantity,
+        view_reserved=after["quantity_reserved"],
+        lost=len(acked - held.held_join_ids),
+        held_unacked=len(held.held_join_ids - acked),
+    )
+
+
+# -- report ------------------------------------------------------------------------------
+
+
+def _percent(cpu_s: float, wall_s: float) -> float:
+    """CPU seconds per wall second, in percent of one core."""
+    return 100 * cpu_s / wall_s if wall_s > 0 else 0.0
+
+
+def _codes(prefix: str, load: LoadResult, echo: Echo) -> None:
+    for code, count in load.codes.items():
+        echo(figure(f"{prefix} {code}", count, "replies" if ":" not in code else "requests"))
+
+
+def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
+    load = r.load
+    echo(
+        f"crowd: {sizes.attempts} join attempts, stock {r.quantity_total}, "
+        f"{sizes.concurrency} in flight over {sizes.connections} connection(s)"
+    )
+    echo(figure("crowd accepted joins", load.ok_per_s, "joins/s"))
+    echo(figure("crowd all replies", load.replies_per_s, "replies/s"))
+    echo(figure("crowd latency p50", load.p50_ms, "ms"))
+    echo(figure("crowd latency p99", load.p99_ms, "ms"))
+    echo(figure("crowd latency max", load.max_ms, "ms"))
+    echo(figure("crowd accepted joins latency p50", load.ok_p50_ms, "ms"))
+    echo(figure("crowd accepted joins latency p99", load.ok_p99_ms, "ms"))
+    echo(figure("crowd ok", load.ok, "replies"))
+    _codes("crowd", load, echo)
+    echo(figure("crowd duration", load.elapsed_s, "s"))
+    if r.node_cpu_s is not None:
+        echo(
+            figure(
+                "node CPU during the crowd", _percent(r.node_cpu_s, load.elapsed_s), "% of a core"
+            )
+        )
+    echo(figure("load generator CPU", _percent(load.cpu_s, load.elapsed_s), "% of a core"))
+    echo(figure("window quantity_reserved", r.view_reserved, "units"))
+    echo(figure("reservations held", r.held_quantity, "units"))
+    echo(figure("acknowledged joins not held", r.acked_missing, "joins"))
+    echo(figure("held reservations not acknowledged", r.held_unacked, "joins"))
+    echo(f"oversell: {r.oversell}")
+    if r.ceiling is not None:
+        noop = r.ceiling
+        echo(figure("no-op responder replies", noop.replies_per_s, "replies/s"))
+        echo(figure("no-op latency p50", noop.p50_ms, "ms"))
+        echo(figure("no-op latency p99", noop.p99_ms, "ms"))
+        echo(
+            figure("no-op load generator CPU", _percent(noop.cpu_s, noop.elapsed_s), "% of a core")
+        )
+        _codes("no-op", noop, echo)
+        echo(
+            ratio(
+                "flash crowd accepted joins vs no-op",
+                load.ok_per_s,
+                noop.replies_per_s,
+                "no-op",
+                target=0.6,
+            )
+        )
+        echo(
+            ratio(
+                "flash crowd all replies vs no-op",
+                load.replies_per_s,
+                noop.replies_per_s,
+                "no-op",
+            )
+        )
+    if not r.consistent:
+        echo("!! the window's reservations do not match the acknowledged joins")
+    return r.consistent
+
+
+def report_crash(r: CrashResult, sizes: Sizes, echo: Echo = print) -> bool:
+    load = r.load
+    echo(
+        f"crash: {sizes.attempts} join attempts, stock {r.quantity_total}, "
+        f"SIGKILL after {sizes.kill_after} acknowledged joins"
+    )
+    echo(figure("acknowledged when killed", r.acked_at_kill, "joins"))
+    echo(figure("acknowledged in all", load.ok, "joins"))
+    _codes("crash", load, echo)
+    echo(figure("node restart to first answer", r.restart_s, "s"))
+    echo(figure("reservations held after restart", r.held_quantity, "units"))
+    echo(figure("committed but unacknowledged", r.held_unacked, "joins"))
+    echo(f"oversell: {r.oversell}")
+    echo(f"acknowledged joins lost: {r.lost}")
+    return r.lost == 0 and r.oversell == 0 and r.view_reserved == r.held_quantity
+
+
+async def main_async(quick: bool, mode: str, workdir: Path) -> bool:
+    good = True
+    if mode in ("crowd", "both"):
+        sizes = CROWD_QUICK if quick else CROWD
+        print("-- crowd: joins to one hot window, then the same load on a no-op responder")
+        await anyio.Path(workdir / "crowd").mkdir()
+        good &= report_crowd(await crowd(sizes, workdir / "crowd"), sizes)
+    if mode in ("crash", "both"):
+        sizes = CRASH_QUICK if quick else CRASH
+        print("-- crash: SIGKILL the node mid-crowd, restart it, look for every acknowledged join")
+        await anyio.Path(workdir / "crash").mkdir()
+        good &= report_crash(await crash(sizes, workdir / "crash"), sizes)
+    return good
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.flash_crowd")
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--mode", choices=("crowd", "crash", "both"), default="both")
+    args = parser.parse_args(argv)
+    try:
+        with tempfile.TemporaryDirectory(prefix="flash-crowd-") as tmp:
+            good = anyio.run(main_async, args.quick, args.mode, Path(tmp))
+    except BenchError as exc:
+        print(f"!! flash_crowd: {exc}", flush=True)
+        return 1
+    return 0 if good else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
