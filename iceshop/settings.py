@@ -35,6 +35,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     window_max_per_buyer: Annotated[int, msgspec.Meta(ge=1)] = 2
     #: Half-life of the decayed demand score.
     demand_half_life_s: Seconds = 21_600.0
+    #: Replicas of the JetStream streams the node creates (3 on a three-server cluster).
+    stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
+    #: Events and notification requests older than this leave the streams.
+    stream_max_age_s: Seconds = 7 * 86_400.0
     #: Authentication of commands; "off" until the security layer lands (the node says so
     #: loudly in its log).
     auth: Literal["on", "off"] = "off"

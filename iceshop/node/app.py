@@ -31,7 +31,7 @@ import msgspec
 import structlog
 from anyio.abc import TaskGroup
 
-from actors import ActorSystem, Clock, RealClock
+from actors import ActorSystem, Clock, RealClock, TransportError
 from actors.journal import SqliteJournal
 from actors.nats import JetStreamOutbox, Msg, NatsBinding, NatsTransport
 from iceshop.buyer import BuyerActor
@@ -83,6 +83,8 @@ class ShopNode:
         self.transport: NatsTransport | None = None
         self.readmodel: ReadModel | None = None
         self.projector: Projector | None = None
+        #: How long start-up waits for JetStream to accept the node's streams.
+        self.stream_timeout = 30.0
         self._stack: contextlib.AsyncExitStack | None = None
         self._tg: TaskGroup | None = None
 
@@ -109,8 +111,11 @@ class ShopNode:
             )
             self.transport = await stack.enter_async_context(transport)
             outbox = JetStreamOutbox(transport)
-            await outbox.ensure_stream(EVENT_STREAM, [f"{prefix}.events.>"])
-            await outbox.ensure_stream(NOTIFICATION_STREAM, [f"{prefix}.notifications.>"])
+            for stream, subjects in (
+                (EVENT_STREAM, f"{prefix}.events.>"),
+                (NOTIFICATION_STREAM, f"{prefix}.notifications.>"),
+            ):
+                await self._ensure_stream(outbox, stream, subjects)
 
             self.readmodel = ReadModel(self.data_dir / "readmodel.db")
             await self.readmodel.open()
@@ -157,6 +162,25 @@ class ShopNode:
             await stack.__aexit__(exc_type, exc, tb)
 
     # -- wiring -------------------------------------------------------------------------
+
+    async def _ensure_stream(self, outbox: JetStreamOutbox, stream: str, subjects: str) -> None:
+        """Create the stream when missing. A cluster that is still electing its
+        JetStream leader answers "no responders" for a moment: retry for a while."""
+        delay = 0.1
+        with anyio.fail_after(self.stream_timeout):
+            while True:
+                try:
+                    await outbox.ensure_stream(
+                        stream,
+                        [subjects],
+                        replicas=self.settings.stream_replicas,
+                        max_age=self.settings.stream_max_age_s,
+                    )
+                    return
+                except TransportError as exc:
+                    log.warning("stream not ready; retrying", stream=stream, error=repr(exc))
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 2.0)
 
     def _register(self, system: ActorSystem) -> None:
         s = self.settings
