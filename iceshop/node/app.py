@@ -50,6 +50,7 @@ from iceshop.wire import (
     CommandKind,
     DemandUpdated,
     Event,
+    ListWindows,
     NodeStatus,
     ShardStatus,
     ShopError,
@@ -240,6 +241,7 @@ class ShopNode:
         assert self.readmodel is not None
         try:
             body = decode_command(CommandKind.WINDOWS_LIST, payload)
+            assert isinstance(body, ListWindows)
             return encode_reply(await list_windows(self.readmodel, body))
         except Exception as exc:  # ShopError, or a store failure -> unavailable / internal
             return encode_error(exc)

@@ -1,0 +1,108 @@
+"""Running a long-lived command (``iceshop up``, ``iceshop node``) in the foreground.
+
+``serve_until_signalled`` starts the command's pieces on an ``AsyncExitStack`` and waits
+for SIGINT or SIGTERM; then the stack unwinds in reverse order, outside any cancelled
+scope, so shutdown code runs to completion (the node finishes pending commits before the
+NATS server it talks to stops). A signal that arrives while the pieces are still starting
+cancels the start at once and unwinds what was already started: Ctrl-C never waits for a
+slow start. Cleanup that must happen even then (stopping a child process) shields
+itself from that cancellation.
+
+``lock_data_dir`` takes an exclusive ``flock`` on the node's data directory for the life
+of the process, so a second node on the same SQLite files is refused instead of both
+writing. The kernel drops the lock when the process dies, even by SIGKILL.
+
+Logs go to stderr (stdout is for what the command reports), at the level asked.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import signal
+import sys
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+
+import anyio
+import structlog
+
+from iceshop.cli.errors import EXIT_USAGE, CliError
+
+__all__ = ["LOG_LEVELS", "configure_logging", "lock_data_dir", "serve_until_signalled"]
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
+
+Start = Callable[[contextlib.AsyncExitStack], Awaitable[None]]
+
+
+def configure_logging(level: str) -> None:
+    """Structured logs to stderr at ``level`` (one of ``LOG_LEVELS``)."""
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
+        cache_logger_on_first_use=False,
+    )
+
+
+async def serve_until_signalled(start: Start, stopping: Callable[[], None]) -> None:
+    """Run ``start(stack)``, then wait for SIGINT/SIGTERM, call ``stopping()`` and unwind.
+
+    An exception from ``start`` propagates (after unwinding what it had started). The
+    pieces ``start`` enters (task groups among them) stay in this task, inside one
+    ``lifetime`` scope; only a signal during the start cancels it."""
+    failures: list[Exception] = []
+    with anyio.open_signal_receiver(signal.SIGINT, signal.SIGTERM) as signals:
+        async with anyio.create_task_group() as tg:
+            stop = anyio.Event()
+            started = False
+            lifetime = anyio.CancelScope()
+
+            async def watch() -> None:
+                async for _ in signals:
+                    if not started and not stop.is_set():
+                        stopping()
+                        lifetime.cancel()
+                    stop.set()
+
+            tg.start_soon(watch)
+            try:
+                with lifetime:
+                    async with contextlib.AsyncExitStack() as stack:
+                        await start(stack)
+                        started = True
+                        await stop.wait()
+                        stopping()
+            except Exception as exc:  # re-raised below, not wrapped by the task group
+                failures.append(exc)
+            tg.cancel_scope.cancel()
+    if failures:
+        raise failures[0]
+
+
+@contextlib.contextmanager
+def lock_data_dir(path: Path) -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) while the block runs."""
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as exc:
+        raise CliError(f"cannot use data directory {path}: {exc}", EXIT_USAGE) from exc
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.pread(fd, 32, 0).decode("ascii", "replace").strip() or "?"
+            raise CliError(
+                f"data directory {path} is in use by another iceshop process (pid {holder})",
+                EXIT_USAGE,
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode("ascii"), 0)
+        yield
+    finally:
+        os.close(fd)
