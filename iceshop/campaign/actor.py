@@ -239,10 +239,9 @@ class CampaignActor(PersistentActor):
             return
         n = book.next_n
         did = ids.decision_id(book.product_id, n)
-        self.persist(Decided(book.product_id, n, sig, evaluation.outcome))
-        self.tell_after_commit(
-            self._ref("decision", did), RecordDecision(view=decision_view(evaluation, did))
-        )
+        view = decision_view(evaluation, did)
+        self.persist(Decided(book.product_id, n, sig, evaluation.outcome, view))
+        self.tell_after_commit(self._ref("decision", did), RecordDecision(view=view))
 
     def _propose(self, book: ProductBook, evaluation: Evaluation, state: ProductState) -> None:
         proposal = evaluation.proposal
@@ -413,6 +412,9 @@ class CampaignActor(PersistentActor):
 
     def _resend(self, book: ProductBook) -> None:
         """Send again what the committed state implies; every receiver is idempotent."""
+        last = book.last_decision
+        if last is not None:
+            self._tell(self._ref("decision", last.decision_id), RecordDecision(view=last))
         pending = book.pending
         if pending is not None:
             decision = self._ref("decision", pending.decision.decision_id)

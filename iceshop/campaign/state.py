@@ -93,6 +93,8 @@ class ProductBook(msgspec.Struct, frozen=True, kw_only=True):
     last_outcome: str | None = None
     pending: Pending | None = None
     windows: tuple[OpenWindow, ...] = ()
+    #: The last decision that proposed nothing (re-sent to its decision actor on start).
+    last_decision: DecisionView | None = None
 
     def policy_state(self) -> CampaignState:
         """What the policy needs: a pending proposal counts as an open window."""
@@ -125,6 +127,9 @@ class Decided(msgspec.Struct, frozen=True, tag=True):
     n: int
     signature: str
     outcome: str
+    #: The decision itself, so a restart can hand it to its decision actor again if the
+    #: node died between this commit and that delivery (the record is idempotent).
+    view: DecisionView | None = None
 
 
 class Proposed(msgspec.Struct, frozen=True, tag=True):
@@ -217,12 +222,13 @@ class CampaignBook:
         match event:
             case Watched(on=on):
                 book = msgspec.structs.replace(book, watching=on)
-            case Decided(n=n, signature=signature, outcome=outcome):
+            case Decided(n=n, signature=signature, outcome=outcome, view=view):
                 book = msgspec.structs.replace(
                     book,
                     next_n=max(book.next_n, n + 1),
                     signature=signature,
                     last_outcome=outcome,
+                    last_decision=view,
                 )
             case Proposed(signature=signature, pending=pending):
                 book = msgspec.structs.replace(

@@ -230,6 +230,8 @@ class WindowActor(PersistentActor):
         w = self.w
         if w is None:
             return unknown_window(self.key)
+        if not w.ended:
+            self._catch_up(w)
         if kind == CommandKind.WINDOW_JOIN and type(body) is Join:
             result = self._join(body, None, None, None)
             return None if result is _LATER else result
@@ -294,6 +296,19 @@ class WindowActor(PersistentActor):
                 self._close("expired", now)
         elif name == NOTIFY:
             self._send_notices(now)
+
+    def _catch_up(self, w: WindowData) -> None:
+        """Apply a transition whose time has come but whose deadline has not been
+        delivered yet (timer lag under load, a node that has just come back), so that the
+        clock, not the timer's delivery, decides the state a command sees: no join after
+        ``expires_at``, no cancel of a window that has already closed. The late deadline
+        then finds the transition done and does nothing."""
+        now = self.now()
+        info = w.info
+        if w.state == "scheduled" and now >= info.activates_at:
+            self._activate(now)
+        if w.state == "active" and now >= info.expires_at:
+            self._close("expired", now)
 
     def _activate(self, now: float) -> None:
         self.persist(Activated(now))
@@ -429,6 +444,9 @@ class WindowActor(PersistentActor):
         queue = self._room.take(buyer_id)
         if not queue:
             return
+        w = self.w
+        if w is not None and not w.ended:
+            self._catch_up(w)
         now = self.now()
         resolved = (buyer_id, error)
         for item in queue:
