@@ -28,7 +28,9 @@ matched one: the matched one keeps its history and simply never reopens.
 
 Expiry is a durable deadline ``intent:<intent_id>`` at ``expires_at``, so it happens on
 time even if the node was down (then as soon as it starts). Everything told to the
-product goes after commit, so the product never hears of a change that was not stored.
+product goes after commit, so the product never hears of a change that was not stored;
+and because such a tell dies with the process, a buyer that starts tells the product
+again what its unexpired intents imply (open: re-added; otherwise: removed).
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from typing import Any, ClassVar
 
 import structlog
 
-from actors import ActorRef, DeadlineFired, PersistentActor
+from actors import ActorRef, ActorsError, DeadlineFired, PersistentActor
 from actors.envelope import Reply
 from iceshop.buyer.state import (
     LIVE,
@@ -155,6 +157,26 @@ class BuyerActor(PersistentActor):
     def restore(self, snapshot: BuyerState) -> None:
         self.state = snapshot
 
+    def on_start(self) -> None:
+        """Tell the products again what the stored intents imply. What was told after a
+        commit is lost if the node died right after it (a cancel would stay in the
+        demand until its expiry); the product takes every repeat as a no-op."""
+        if self.state.profile is None:
+            return
+        now = self.now()
+        for intent in self.state.intents.values():
+            if intent.expires_at <= now:
+                continue  # the product drops it on its own
+            message: AddIntent | RemoveIntent
+            if intent.status == "open":
+                message = self._add_intent(intent)
+            else:
+                message = RemoveIntent(self.key, intent.intent_id, intent.status)
+            try:
+                self._product(intent.product_id).tell(message)
+            except ActorsError as exc:
+                log.warning("product not told again", buyer=self.key, error=repr(exc))
+
     # -- dispatch --------------------------------------------------------------------------
 
     def receive(self, message: Any) -> Any:
@@ -253,7 +275,13 @@ class BuyerActor(PersistentActor):
 
     def _on_answer(self, answer: ProductAnswer) -> None:
         body = answer.body
-        pending = self._pending.pop(body.intent_id, None)
+        pending = self._pending.get(body.intent_id)
+        if pending is not None and pending.body != body:
+            # The answer to an earlier submit of this id (from before a restart): it
+            # decides what the id means, but the waiting submit gets its own answer.
+            pending = None
+        else:
+            self._pending.pop(body.intent_id, None)
         reply = answer.reply
         result: Any
         if isinstance(reply, IntentAccepted):

@@ -2,7 +2,8 @@
 
 *Catalog.* Each seller's listing arrives as ``ListingChanged`` (after the seller's
 commit) and is kept per seller. The product exists as long as it has a listing; its
-currency is the listings' currency (the contract has one per product).
+currency is the listings' currency (the contract has one per product): a listing in
+another currency than the other sellers' listings is refused (logged, not recorded).
 
 *Demand.* Buyers' open intents are kept one per buyer. ``AddIntent`` (a request from a
 buyer's submit, or a tell when a buyer re-adds an intent) is answered ``IntentAccepted``
@@ -161,13 +162,16 @@ class ProductActor(PersistentActor):
             return
         others = {x.currency for s, x in data.listings.items() if s != message.seller_id}
         if others and message.currency not in others:
-            log.warning(
-                "listings of one product in different currencies",
+            # All listings of one product share one currency: a second currency would
+            # make every price comparison meaningless (and the policy refuses it).
+            log.error(
+                "listing refused: another currency than the product's other listings",
                 product=self.key,
                 seller=message.seller_id,
                 currency=message.currency,
                 others=sorted(others),
             )
+            return
         self.persist(ListingRecorded(listing, now))
 
     # -- demand ----------------------------------------------------------------------------

@@ -160,15 +160,16 @@ class ProductBook:
     def expired(self, now: float) -> list[IntentEntry]:
         """Open intents whose ``expires_at`` is at or before ``now`` (the caller drops
         them); stale index entries met on the way are discarded."""
-        found: list[IntentEntry] = []
+        found: dict[str, IntentEntry] = {}
         heap = self._open
         intents = self.data.intents
         while heap and heap[0][0] <= now:
             _, buyer_id, intent_id = heapq.heappop(heap)
             entry = intents.get(buyer_id)
+            # An intent re-added after a match is indexed twice: report it once.
             if entry is not None and entry.intent_id == intent_id:
-                found.append(entry)
-        return found
+                found[buyer_id] = entry
+        return list(found.values())
 
     @property
     def earliest_expiry(self) -> float | None:

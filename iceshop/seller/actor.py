@@ -3,7 +3,8 @@
 The seller owns its stock. Every change to a listing (an upsert, stock taken for a window
 or given back) is told to the product's actor after commit as ``ListingChanged``, with
 the seller's capacity and approval mode, so the product's catalog is what the campaign
-reads; a re-registration that changes capacity or approval re-sends every listing.
+reads; a re-registration that changes capacity or approval re-sends every listing, and
+so does every start of the actor (a tell after commit dies with the process).
 
 Stock for a window (``ReserveStock``, a request from the campaign) is taken all or
 nothing and recorded under the ``window_id``: a repeat gets the first reply again (same
@@ -28,7 +29,7 @@ from typing import Any
 
 import structlog
 
-from actors import DeadlineFired, PersistentActor
+from actors import ActorsError, DeadlineFired, PersistentActor
 from iceshop.protocol import (
     CreateOffer,
     ListingChanged,
@@ -108,6 +109,18 @@ class SellerActor(PersistentActor):
     def restore(self, snapshot: SellerState) -> None:
         self.state = snapshot
 
+    def on_start(self) -> None:
+        """Announce every listing again: a ``ListingChanged`` told after a commit dies
+        with the process, and a stale catalog could price a window outside the seller's
+        bounds. The product ignores a listing it already has."""
+        if self.state.profile is None:
+            return
+        for listing in self.state.listings.values():
+            try:
+                self.system.ref(PRODUCT_KIND, listing.product_id).tell(self._changed(listing))
+            except ActorsError as exc:
+                log.warning("listing not announced again", seller=self.key, error=repr(exc))
+
     # -- dispatch --------------------------------------------------------------------------
 
     def receive(self, message: Any) -> Any:
@@ -184,21 +197,23 @@ class SellerActor(PersistentActor):
         return UpsertListingReply(seller_id=self.key, product_id=body.product_id, stock=body.stock)
 
     def _announce_listing(self, listing: Listing) -> None:
+        self.tell_after_commit(
+            self.system.ref(PRODUCT_KIND, listing.product_id), self._changed(listing)
+        )
+
+    def _changed(self, listing: Listing) -> ListingChanged:
         profile = self.state.profile
         assert profile is not None
-        self.tell_after_commit(
-            self.system.ref(PRODUCT_KIND, listing.product_id),
-            ListingChanged(
-                seller_id=self.key,
-                product_id=listing.product_id,
-                title=listing.title,
-                list_price_minor=listing.list_price_minor,
-                floor_price_minor=listing.floor_price_minor,
-                stock=listing.stock,
-                currency=listing.currency,
-                max_active_windows=profile.max_active_windows,
-                auto_approve=profile.auto_approve,
-            ),
+        return ListingChanged(
+            seller_id=self.key,
+            product_id=listing.product_id,
+            title=listing.title,
+            list_price_minor=listing.list_price_minor,
+            floor_price_minor=listing.floor_price_minor,
+            stock=listing.stock,
+            currency=listing.currency,
+            max_active_windows=profile.max_active_windows,
+            auto_approve=profile.auto_approve,
         )
 
     # -- stock for windows -----------------------------------------------------------------------
