@@ -160,7 +160,11 @@ class Projector:
                 info = None
             if info is not None:
                 floor = info.ack_floor.stream_seq if info.ack_floor is not None else 0
-                if floor > position or info.config.filter_subject != self.subject:
+                if (
+                    floor > position
+                    or info.config.filter_subject != self.subject
+                    or info.config.ack_policy != AckPolicy.ALL
+                ):
                     _log.warning(
                         "read model is behind its consumer; replaying from its position",
                         consumer=self.durable,
@@ -183,7 +187,9 @@ class Projector:
             name=self.durable,
             durable_name=self.durable,
             filter_subject=self.subject,
-            ack_policy=AckPolicy.EXPLICIT,
+            # Batches are applied in one transaction and in stream order, so acking the
+            # last message acknowledges the whole batch: one ack per batch, not per event.
+            ack_policy=AckPolicy.ALL,
             deliver_policy=DeliverPolicy.BY_START_SEQUENCE if position else DeliverPolicy.ALL,
             opt_start_seq=position + 1 if position else None,
             ack_wait=self.ack_wait,
@@ -211,8 +217,7 @@ class Projector:
                 await self._nak(msgs)
                 raise
             with mapped_errors("read model ack"):
-                for msg in msgs:
-                    await msg.ack()
+                await max(msgs, key=lambda m: m.metadata.sequence.stream).ack()
             self.applied += result.applied
             self._notify()
             if len(msgs) < self.batch and self.linger > 0:
