@@ -94,6 +94,11 @@ class ShopNode:
     async def __aenter__(self) -> Self:
         settings = self.settings
         prefix = settings.prefix
+        if settings.journal != "sqlite":
+            raise ShopError.invalid(
+                "journal: only 'sqlite' is available in this version (the JetStream journal "
+                "arrives with scale-out)"
+            )
         if settings.auth == "on":
             raise ShopError.invalid(
                 "auth: authentication is not available in this version; set auth = off"
