@@ -1,8 +1,16 @@
 """Load node settings: defaults, then a TOML file, then ``ICESHOP_<KEY>`` variables,
-then command-line values. A bad setting is refused with a message naming its key."""
+then command-line values. A bad setting is refused with a message naming its key.
+
+TOML has types, so a file's values must already have the setting's type (``shards =
+"64"`` is refused, not guessed at). Environment variables are text, so each one is
+converted on its own to its setting's type, and a failure names the variable as well as
+the key. Durations must be finite: ``inf`` is a valid TOML and Python float but not a
+time anything can wait for.
+"""
 
 from __future__ import annotations
 
+import math
 import os
 import tomllib
 from collections.abc import Mapping
@@ -26,6 +34,12 @@ def _fields() -> dict[str, Any]:
     return {f.name: f.type for f in msgspec.structs.fields(Settings)}
 
 
+def _key_of(error: msgspec.ValidationError) -> str:
+    """The key a validation message points at (``... - at `$.shards` ``), or ``""``."""
+    text = str(error)
+    return text.rsplit("$.", 1)[1].rstrip("`") if "$." in text else ""
+
+
 def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     known = _fields()
     values: dict[str, Any] = {}
@@ -35,8 +49,27 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
         key = name[len(ENV_PREFIX) :].lower()
         if key not in known:
             raise ConfigError(f"{name}: unknown setting {key!r}")
-        values[key] = value
+        try:
+            # strict=False: the text "5", "2.5" becomes the setting's number.
+            converted = msgspec.convert(value, known[key], strict=False)
+        except msgspec.ValidationError as exc:
+            raise ConfigError(f"{key}: {name}={value!r}: {exc}") from None
+        if isinstance(converted, float) and not math.isfinite(converted):
+            raise ConfigError(f"{key}: {name}={value!r}: must be a finite number")
+        values[key] = converted
     return values
+
+
+def _read_file(file: str | os.PathLike[str]) -> dict[str, Any]:
+    path = Path(file)
+    try:
+        return tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path} does not exist") from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"config file {path}: cannot read it: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: {exc}") from None
 
 
 def load_settings(
@@ -48,19 +81,15 @@ def load_settings(
     """Settings from ``file`` (TOML), the environment and ``overrides``, in that order."""
     merged: dict[str, Any] = {}
     if file is not None:
-        path = Path(file)
-        try:
-            merged.update(tomllib.loads(path.read_text(encoding="utf-8")))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {path} does not exist") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {path}: {exc}") from None
+        merged.update(_read_file(file))
     merged.update(_from_env(os.environ if environ is None else environ))
     merged.update({k: v for k, v in (overrides or {}).items() if v is not None})
     try:
-        # strict=False: environment values arrive as strings ("5", "2.5", "on").
-        return msgspec.convert(merged, Settings, strict=False)
+        settings = msgspec.convert(merged, Settings)
     except msgspec.ValidationError as exc:
-        text = str(exc)
-        key = text.rsplit("$.", 1)[1].rstrip("`") if "$." in text else ""
-        raise ConfigError(f"{key or 'settings'}: {text}") from None
+        raise ConfigError(f"{_key_of(exc) or 'settings'}: {exc}") from None
+    for key in _fields():
+        value = getattr(settings, key)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{key}: must be a finite number, got {value}")
+    return settings

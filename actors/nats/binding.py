@@ -16,7 +16,9 @@ full one answers ``Overloaded`` at once via ``encode``) and the reply deque (a r
 does not fit is dropped and counted; the requester retries with the same id).
 
 ``serve_handler`` answers subjects that are not actors (a read-model query, a status
-page) with an async handler, with a bounded number running at once.
+page) with an async handler, with a bounded number running at once. When the binding
+closes, requests still waiting for a slot are not answered (their requesters time out
+and retry), so leaving never waits on handlers that may not finish.
 
 Routes and actors see header names in lower case (see :mod:`actors.nats.headers`);
 ``traceparent``/``tracestate`` are copied from each request to its reply.
@@ -198,6 +200,8 @@ class NatsBinding:
         self._subs: list[Subscription] = []
         self._tg: TaskGroup | None = None
         self._open = False
+        self._closing = anyio.Event()
+        self._slot_waiters: set[anyio.CancelScope] = set()
 
     # -- lifecycle ---------------------------------------------------------------------
 
@@ -228,6 +232,11 @@ class NatsBinding:
         return result
 
     async def _shutdown(self) -> None:
+        # Requests waiting for a handler slot give up: a drain must not wait on handlers
+        # that may never finish (they are cancelled after ``shutdown_timeout``).
+        self._closing.set()
+        for scope in list(self._slot_waiters):
+            scope.cancel()
         subs, self._subs = self._subs, []
         for sub in subs:
             try:
@@ -345,11 +354,30 @@ class NatsBinding:
 
         async def on_msg(msg: Msg) -> None:
             self.stats.requests += 1
-            await slots.acquire()
+            if not await self._take_slot(slots):
+                self.stats.dropped_replies += 1  # closing: the requester times out, retries
+                return
             self._in_flight += 1
             tg.start_soon(run, msg, lower_names(msg.headers))
 
         return await self._subscribe(subject, queue, on_msg)
+
+    async def _take_slot(self, slots: anyio.Semaphore) -> bool:
+        """Wait for a handler slot; ``False`` when the binding closes meanwhile (or is
+        closing and none is free)."""
+        try:
+            slots.acquire_nowait()
+            return True
+        except anyio.WouldBlock:
+            if self._closing.is_set():
+                return False
+        with anyio.CancelScope() as scope:
+            self._slot_waiters.add(scope)
+            try:
+                await slots.acquire()
+            finally:
+                self._slot_waiters.discard(scope)
+        return not scope.cancelled_caught
 
     async def _subscribe(
         self, subject: str, queue: str | None, on_msg: Callable[[Msg], Awaitable[None]]

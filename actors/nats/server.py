@@ -23,6 +23,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -199,12 +200,17 @@ class NatsServer:
         if self._proc is not None:
             self._terminate(kill=True)  # it died on its own: reap it, drop its files
         binary = self.binary or find_nats_server()
-        if not self.port:
-            self.port = free_port(_connect_host(self.host))
-        if self.monitor_port == 0:
-            self.monitor_port = free_port(_connect_host(self.host))
-        if self.cluster_port == 0:
-            self.cluster_port = free_port(_connect_host(self.host))
+        try:
+            if not self.port:
+                self.port = free_port(_connect_host(self.host))
+            if self.monitor_port == 0:
+                self.monitor_port = free_port(_connect_host(self.host))
+            if self.cluster_port == 0:
+                self.cluster_port = free_port(_connect_host(self.host))
+        except OSError as exc:  # an address this machine does not have, ...
+            raise NatsServerStartFailed(
+                f"nats-server {self.name}: cannot listen on {self.host}: {exc}"
+            ) from exc
         self._workdir = Path(tempfile.mkdtemp(prefix="nats-server-"))
         args = self._args(binary)
         self._log = (self._workdir / "server.log").open("ab")
@@ -344,10 +350,12 @@ class NatsServer:
 
     def _raise_exited(self, code: int) -> None:
         tail = self.log_tail()
-        if "address already in use" in tail:
+        taken = [line for line in tail.splitlines() if "address already in use" in line]
+        if taken:
+            # "... monitor port: listen tcp 127.0.0.1:8222: bind: address already in use"
             port = self.port
             for candidate in (self.monitor_port, self.cluster_port):
-                if candidate and f":{candidate}," in tail:
+                if candidate and any(re.search(rf":{candidate}\b", line) for line in taken):
                     port = candidate
             raise PortInUse(
                 f"nats-server {self.name}: port {port} on {self.host} is already in use; "

@@ -173,7 +173,8 @@ class ShopNode:
         """Create the stream when missing. A cluster that is still electing its
         JetStream leader answers "no responders" for a moment: retry for a while."""
         delay = 0.1
-        with anyio.fail_after(self.stream_timeout):
+        last: TransportError | None = None
+        with anyio.move_on_after(self.stream_timeout):
             while True:
                 try:
                     await outbox.ensure_stream(
@@ -184,9 +185,15 @@ class ShopNode:
                     )
                     return
                 except TransportError as exc:
+                    last = exc
                     log.warning("stream not ready; retrying", stream=stream, error=repr(exc))
                     await anyio.sleep(delay)
                     delay = min(delay * 2, 2.0)
+        # Still failing: a server without JetStream, or a cluster without a quorum.
+        raise TransportError(
+            f"stream {stream} not available after {self.stream_timeout:g}s "
+            f"(is JetStream enabled on the NATS server?): {last or 'no answer'}"
+        ) from last
 
     def _register(self, system: ActorSystem) -> None:
         s = self.settings
