@@ -356,3 +356,26 @@ async def test_serve_needs_a_running_binding(nats_url: str) -> None:
         binding = NatsBinding(system, transport)
         with pytest.raises(ActorsError, match="not running"):
             await binding.serve("counter", SUBJECT, make_route(system), encode)
+
+
+async def test_a_reply_that_cannot_be_encoded_is_answered_with_the_encoders_error(
+    nats_url: str,
+) -> None:
+    def picky(value: Any) -> bytes:
+        if value == 13:
+            raise ValueError("unlucky")
+        return encode(value)
+
+    system = ActorSystem()
+    async with (
+        system,
+        NatsTransport([nats_url]) as transport,
+        NatsBinding(system, transport) as binding,
+        NatsTransport([nats_url]) as client,
+    ):
+        system.register("counter", Counter)
+        await binding.serve("counter", SUBJECT, make_route(system), picky)
+        reply, _ = await client.request("test.counters.c1.add", b"13", timeout=5)
+        assert reply == b"err:internal"  # an answer, not a timeout
+        reply, _ = await client.request("test.counters.c1.add", b"1", timeout=5)
+        assert reply == b"ok:14"

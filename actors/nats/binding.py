@@ -159,11 +159,15 @@ class _Reply:
         binding = self.binding
         try:
             payload = self.encode(value)
-        except Exception:
+        except Exception as exc:
             binding.stats.route_errors += 1
             _log.exception("encoding a reply failed", subject=self.subject)
-        else:
-            binding._enqueue(self.subject, payload, self.headers)
+            try:  # the requester still gets an answer: the encoder's own error reply
+                payload = self.encode(exc)
+            except Exception:
+                binding._finished()
+                return
+        binding._enqueue(self.subject, payload, self.headers)
         binding._finished()
 
 
@@ -441,6 +445,9 @@ class NatsBinding:
                     except (nats.errors.Error, OSError) as exc:
                         stats.publish_errors += 1
                         _log.debug("reply publish failed", subject=subject, error=repr(exc))
+                    except Exception as exc:  # never let one reply end the publisher task
+                        stats.publish_errors += 1
+                        _log.error("reply publish failed", subject=subject, error=repr(exc))
                     else:
                         stats.replies += 1
             if self._in_flight <= 0:
