@@ -18,6 +18,8 @@ seconds since the epoch (floats); money in minor units.
 
 Flows (who tells whom; "after commit" = ``tell_after_commit``)::
 
+    seller  --request ClaimCurrency (reply: CurrencyGranted | ShopError)> product
+            (only for a new listing or a currency change; iceshop/product/currency.py)
     seller  --ListingChanged (after commit)-------------------------> product
     buyer   --request AddIntent (reply: IntentAccepted | ShopError)--> product
     buyer   --RemoveIntent (after commit: cancel, expiry, match)-----> product

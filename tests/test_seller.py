@@ -1,7 +1,8 @@
 """The seller actor on virtual time with the in-memory journal.
 
-A stub product and a stub campaign record what the seller tells them; a list sink
-records the events it publishes (after commit, through the outbox).
+A stub product and a stub campaign record what the seller tells them (the stub product
+grants every currency claim; the rule itself is tested in ``test_listing_currency``); a
+list sink records the events it publishes (after commit, through the outbox).
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import pytest
 from actors import Actor, ActorRef, OutboxEntry
 from actors.journal import MemoryJournal
 from actors.testkit import ActorTestKit
+from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.protocol import (
     CreateOffer,
     ListingChanged,
@@ -54,6 +56,8 @@ class Recorder(Actor):
         self.seen = seen
 
     def receive(self, message: Any) -> Any:
+        if isinstance(message, ClaimCurrency):
+            return CurrencyGranted(self.key, message.seller_id, message.currency)
         self.seen.append((self.key, message))
         return None
 

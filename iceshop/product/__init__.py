@@ -1,7 +1,9 @@
 """The product actor (kind ``product``): catalog of listings and demand aggregator.
 
 ``actor`` holds the turn logic; ``state`` the durable record, its events and in-memory
-indexes; ``notifications`` the notification requests it hands to the messaging layer.
+indexes; ``currency`` the claim a seller makes before it stores a listing (one currency
+per product); ``notifications`` the notification requests it hands to the messaging
+layer.
 Register it with the node's settings::
 
     system.register(KIND, lambda: ProductActor(settings), cls=ProductActor)
@@ -10,6 +12,7 @@ Register it with the node's settings::
 from __future__ import annotations
 
 from iceshop.product.actor import EXPIRY_DEADLINE, KIND, ProductActor
+from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.product.notifications import (
     NotificationRequest,
     notification_id,
@@ -20,6 +23,8 @@ from iceshop.product.state import IntentEntry, NotificationRequested, ProductDat
 __all__ = [
     "EXPIRY_DEADLINE",
     "KIND",
+    "ClaimCurrency",
+    "CurrencyGranted",
     "IntentEntry",
     "NotificationRequest",
     "NotificationRequested",

@@ -2,8 +2,13 @@
 
 *Catalog.* Each seller's listing arrives as ``ListingChanged`` (after the seller's
 commit) and is kept per seller. The product exists as long as it has a listing; its
-currency is the listings' currency (the contract has one per product): a listing in
-another currency than the other sellers' listings is refused (logged, not recorded).
+currency is the listings' currency (the contract has one per product). Before a seller
+stores a listing in a currency it has not listed the product in, it asks with
+``ClaimCurrency``; the product grants it (a durable claim, see
+``iceshop.product.currency``) unless another seller lists the product, or holds a live
+claim, in another currency: then ``invalid_request`` naming ``currency``. A listing
+that still arrives in a conflicting currency (one stored before sellers asked) is
+refused here (logged, not recorded).
 
 *Demand.* Buyers' open intents are kept one per buyer. ``AddIntent`` (a request from a
 buyer's submit, or a tell when a buyer re-adds an intent) is answered ``IntentAccepted``
@@ -37,12 +42,15 @@ from typing import Any, ClassVar
 import structlog
 
 from actors import DeadlineFired, PersistentActor
+from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.product.notifications import (
     notification_id,
     notification_payload,
     notification_subject,
 )
 from iceshop.product.state import (
+    CurrencyClaim,
+    CurrencyClaimed,
     IntentAdded,
     IntentDropped,
     IntentEntry,
@@ -91,6 +99,9 @@ class ProductActor(PersistentActor):
     passivate_after = 600.0
     #: Seconds after the earliest expiry at which the product drops it itself.
     expiry_grace_s: ClassVar[float] = 5.0
+    #: How long a granted currency claim holds without its seller's listing. Far beyond
+    #: the seller's wait for the grant (``SellerActor.product_timeout_s``) plus its commit.
+    claim_ttl_s: ClassVar[float] = 60.0
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
@@ -135,6 +146,8 @@ class ProductActor(PersistentActor):
             case ListingChanged():
                 self._listing(message, now)
                 return None
+            case ClaimCurrency():
+                return self._claim(message, now)
             case ProductSnapshot():
                 return self._state(now)
             case WindowActivated():
@@ -160,19 +173,52 @@ class ProductActor(PersistentActor):
         data = self.book.data
         if data.listings.get(message.seller_id) == listing:
             return
-        others = {x.currency for s, x in data.listings.items() if s != message.seller_id}
-        if others and message.currency not in others:
+        refusal = self._currency_refusal(message.seller_id, message.currency, now)
+        if refusal is not None:
             # All listings of one product share one currency: a second currency would
-            # make every price comparison meaningless (and the policy refuses it).
+            # make every price comparison meaningless (and the policy refuses it). The
+            # seller's claim normally refused it before its commit; this is a listing
+            # stored before sellers asked, or whose claim lapsed before it arrived.
             log.error(
                 "listing refused: another currency than the product's other listings",
                 product=self.key,
                 seller=message.seller_id,
                 currency=message.currency,
-                others=sorted(others),
+                reason=refusal.message,
             )
             return
         self.persist(ListingRecorded(listing, now))
+
+    def _claim(self, message: ClaimCurrency, now: float) -> CurrencyGranted | ShopError:
+        """Grant a seller a currency for its listing, recorded until the listing comes."""
+        seller_id, currency = message.seller_id, message.currency
+        refusal = self._currency_refusal(seller_id, currency, now)
+        if refusal is not None:
+            return refusal
+        book = self.book
+        claim = book.live_claim(seller_id, now)
+        own = book.data.listings.get(seller_id)
+        held = (
+            claim.currency == currency
+            if claim is not None
+            else own is not None and own.currency == currency
+        )
+        # A claim about to lapse is renewed so that it outlives the seller's commit.
+        if not held or (claim is not None and claim.until - now < self.claim_ttl_s / 2):
+            until = now + self.claim_ttl_s
+            self.persist(CurrencyClaimed(seller_id, CurrencyClaim(currency, until), now))
+        return CurrencyGranted(product_id=self.key, seller_id=seller_id, currency=currency)
+
+    def _currency_refusal(self, seller_id: str, currency: str, now: float) -> ShopError | None:
+        others = self.book.currencies_of_others(seller_id, now)
+        others.discard(currency)
+        if not others:
+            return None
+        return ShopError.invalid(
+            f"currency: product {self.key!r} is listed in {', '.join(sorted(others))}"
+            " by other sellers",
+            field="currency",
+        )
 
     # -- demand ----------------------------------------------------------------------------
 

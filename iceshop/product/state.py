@@ -13,6 +13,11 @@ score (see ``iceshop.demand``). Entries are forgotten once their intent has expi
 re-add after that being pointless; the pruning runs in ``apply`` at each event's own
 time, so a replay forgets exactly what the live actor forgot.
 
+``claims`` holds the currencies granted to sellers whose listing has not arrived yet
+(see ``iceshop.product.currency``): a claim is dropped when that seller's listing in the
+claimed currency is recorded, and claims that have lapsed are dropped at each later
+claim or listing, at that event's own time (so a replay drops the same ones).
+
 ``demand_seq`` counts the changes of open demand (each ``IntentAdded`` and
 ``IntentDropped``): it is the ``seq`` of the ``demand.<product_id>.updated`` event the
 change is announced with, so a replay computes the same numbers and event ids.
@@ -29,6 +34,8 @@ from iceshop.demand import DemandScore, arrival_weight
 from iceshop.protocol import ListingSummary
 
 __all__ = [
+    "CurrencyClaim",
+    "CurrencyClaimed",
     "IntentAdded",
     "IntentDropped",
     "IntentEntry",
@@ -61,7 +68,20 @@ class IntentEntry(msgspec.Struct, frozen=True):
     phone: str
 
 
+class CurrencyClaim(msgspec.Struct, frozen=True):
+    """A currency granted to a seller whose listing has not arrived; void from ``until``."""
+
+    currency: str
+    until: float
+
+
 # -- events ------------------------------------------------------------------------------
+
+
+class CurrencyClaimed(msgspec.Struct, frozen=True, tag="product.currency_claimed"):
+    seller_id: str
+    claim: CurrencyClaim
+    at: float
 
 
 class ListingRecorded(msgspec.Struct, frozen=True, tag="product.listing"):
@@ -112,7 +132,12 @@ class WindowNotified(msgspec.Struct, frozen=True, tag="product.window_notified")
 
 
 ProductEvent = (
-    ListingRecorded | IntentAdded | IntentDropped | NotificationRequested | WindowNotified
+    ListingRecorded
+    | IntentAdded
+    | IntentDropped
+    | NotificationRequested
+    | WindowNotified
+    | CurrencyClaimed
 )
 
 
@@ -125,6 +150,7 @@ class ProductData(msgspec.Struct):
     score: DemandScore = msgspec.field(default_factory=DemandScore)
     demand_seq: int = 0
     notified: dict[str, float] = {}
+    claims: dict[str, CurrencyClaim] = {}
 
 
 class ProductBook:
@@ -154,6 +180,17 @@ class ProductBook:
             return listing.currency
         return ""
 
+    def currencies_of_others(self, seller_id: str, now: float) -> set[str]:
+        """The currencies other sellers list the product in or hold a live claim for."""
+        data = self.data
+        found = {x.currency for s, x in data.listings.items() if s != seller_id}
+        found.update(c.currency for s, c in data.claims.items() if s != seller_id and c.until > now)
+        return found
+
+    def live_claim(self, seller_id: str, now: float) -> CurrencyClaim | None:
+        claim = self.data.claims.get(seller_id)
+        return claim if claim is not None and claim.until > now else None
+
     def score_at(self, now: float) -> float:
         return self.data.score.value_at(now, self.half_life_s)
 
@@ -181,8 +218,15 @@ class ProductBook:
     def apply(self, event: Any) -> None:
         data = self.data
         match event:
-            case ListingRecorded(listing=listing):
+            case ListingRecorded(listing=listing, at=at):
                 data.listings[listing.seller_id] = listing
+                claim = data.claims.get(listing.seller_id)
+                if claim is not None and claim.currency == listing.currency:
+                    del data.claims[listing.seller_id]  # confirmed: the listing holds it now
+                self._lapse(at)
+            case CurrencyClaimed(seller_id=seller_id, claim=claim, at=at):
+                data.claims[seller_id] = claim
+                self._lapse(at)
             case IntentAdded(intent=intent, arrival=arrival, at=at):
                 old = data.intents.get(intent.buyer_id)
                 if old is not None:
@@ -218,6 +262,12 @@ class ProductBook:
                 data.notified[window_id] = expires_at
             case _:
                 raise TypeError(f"not a product event: {event!r}")
+
+    def _lapse(self, now: float) -> None:
+        """Drop the claims that lapsed unconfirmed."""
+        claims = self.data.claims
+        for seller_id in [s for s, c in claims.items() if c.until <= now]:
+            del claims[seller_id]
 
     def _prune(self, now: float) -> None:
         """Forget seen intents that have expired (they can never be re-added usefully)."""

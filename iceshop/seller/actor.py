@@ -1,5 +1,24 @@
 """The seller actor (kind ``seller``, key ``seller_id``): profile, listings, stock, offers.
 
+*Listings and their currency.* All listings of one product share one currency, and
+only the product sees every seller's listing, so an upsert in a currency the seller has
+not listed the product in (a new listing, or a change of currency) asks the product
+first, as a buyer's submit does: the turn sends ``ClaimCurrency`` with :meth:`request`,
+takes over the reply with ``reply_later`` and stores nothing. The listing is stored when
+``CurrencyGranted`` comes back and the client hears ``ok`` after that commit; a refusal
+(``invalid_request``, ``details.field = "currency"``) or no answer within
+``product_timeout_s`` (``unavailable``) is passed on and nothing is stored. The product
+records a granted claim durably, so of two sellers listing a new product at the same
+moment in two currencies exactly one wins (see ``iceshop.product.currency``). An upsert
+in the currency the listing already has asks nothing and is stored at once.
+
+While a claim for a product is out, later upserts of that product wait behind it in
+arrival order (at most ``max_waiting`` of them; beyond that ``overloaded``) and are
+applied after the answer, so the last upsert a client sent is the one that stays. A
+repeat of the last waiting upsert shares its answer. The waiting upserts live in memory
+only: after a restart their clients time out and retry, and an answer that finds no
+waiting upsert with its body is dropped (storing it could undo a later upsert).
+
 The seller owns its stock. Every change to a listing (an upsert, stock taken for a window
 or given back) is told to the product's actor after commit as ``ListingChanged``, with
 the seller's capacity and approval mode, so the product's catalog is what the campaign
@@ -25,11 +44,13 @@ restart, and a tell after commit can be lost).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import structlog
 
 from actors import ActorsError, DeadlineFired, PersistentActor
+from actors.envelope import Reply
+from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.protocol import (
     CreateOffer,
     ListingChanged,
@@ -61,7 +82,7 @@ from iceshop.wire.commands import (
     UpsertListing,
 )
 from iceshop.wire.envelope import encode
-from iceshop.wire.errors import ErrorCode, ShopError
+from iceshop.wire.errors import ErrorCode, ShopError, to_shop_error
 from iceshop.wire.subjects import event_subject
 from iceshop.wire.times import format_time
 from iceshop.wire.views import (
@@ -73,7 +94,7 @@ from iceshop.wire.views import (
     UpsertListingReply,
 )
 
-__all__ = ["CAMPAIGN_KEY", "KIND", "SellerActor"]
+__all__ = ["CAMPAIGN_KEY", "KIND", "CurrencyAnswer", "SellerActor"]
 
 log = structlog.get_logger("iceshop.seller")
 
@@ -84,19 +105,49 @@ CAMPAIGN_KEY = "main"
 DEADLINE_PREFIX = "offer:"
 
 
+class CurrencyAnswer:
+    """The product's answer to an upsert's ``ClaimCurrency``, back in the seller's mailbox
+    with the upsert it answers."""
+
+    __slots__ = ("body", "reply")
+
+    def __init__(self, body: UpsertListing, reply: Any) -> None:
+        self.body = body
+        self.reply = reply
+
+    def __repr__(self) -> str:
+        return f"CurrencyAnswer({self.body.product_id!r}, {self.reply!r})"
+
+
+class _Waiting:
+    """An upsert waiting for the product (the first of its product's queue) or for the
+    one before it, and whoever waits for its reply."""
+
+    __slots__ = ("body", "replies")
+
+    def __init__(self, body: UpsertListing, replies: list[Reply]) -> None:
+        self.body = body
+        self.replies = replies
+
+
 class SellerActor(PersistentActor):
     """One seller: listings with price bounds and stock, and offers to decide."""
 
-    __slots__ = ("settings", "state")
+    __slots__ = ("_waiting", "settings", "state")
 
     event_type = SellerEvent
     snapshot_type = SellerState
     snapshot_every = 200
     passivate_after = 600.0
+    #: How long an upsert waits for the product's answer before ``unavailable``.
+    product_timeout_s: ClassVar[float] = 5.0
+    #: Upserts of one product that may wait behind its claim.
+    max_waiting: ClassVar[int] = 64
 
     def __init__(self, settings: Settings | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
         self.state = SellerState()
+        self._waiting: dict[str, list[_Waiting]] = {}
 
     # -- persistence ----------------------------------------------------------------------
 
@@ -127,6 +178,9 @@ class SellerActor(PersistentActor):
         match message:
             case Request(kind=CommandKind.LISTING_UPSERT, body=UpsertListing() as body):
                 return self._upsert(body)
+            case CurrencyAnswer():
+                self._on_answer(message)
+                return None
             case Request(kind=CommandKind.OFFER_APPROVE, ids=ids):
                 return self._decide(ids.get("offer_id"), "approved")
             case Request(kind=CommandKind.OFFER_REJECT, ids=ids):
@@ -176,13 +230,76 @@ class SellerActor(PersistentActor):
                     self._announce_listing(listing)
         return RegisterSellerReply(seller_id=self.key, created=old is None)
 
-    def _upsert(self, body: UpsertListing) -> UpsertListingReply | ShopError:
+    def _upsert(self, body: UpsertListing) -> Any:
         if self.state.profile is None:
             return self._unknown_seller()
         if body.floor_price_minor > body.list_price_minor:  # the wire layer checks it too
             return ShopError.invalid(
                 "floor_price_minor: must not exceed list_price_minor", field="floor_price_minor"
             )
+        queue = self._waiting.get(body.product_id)
+        if queue is not None:  # a claim for this product is out: wait behind it
+            if queue[-1].body == body:
+                queue[-1].replies.append(self.reply_later())
+            elif len(queue) > self.max_waiting:
+                return ShopError(
+                    ErrorCode.OVERLOADED,
+                    f"too many upserts of {body.product_id!r} waiting; retry later",
+                )
+            else:
+                queue.append(_Waiting(body, [self.reply_later()]))
+            return None
+        if not self._needs_claim(body):
+            return self._store(body)
+        self._waiting[body.product_id] = [_Waiting(body, [self.reply_later()])]
+        self._ask_product(body)
+        return None
+
+    def _needs_claim(self, body: UpsertListing) -> bool:
+        """Whether the product must grant the upsert's currency (new to this listing)."""
+        stored = self.state.listings.get(body.product_id)
+        return stored is None or stored.currency != body.currency
+
+    def _ask_product(self, body: UpsertListing) -> None:
+        self.request(
+            self.system.ref(PRODUCT_KIND, body.product_id),
+            ClaimCurrency(seller_id=self.key, currency=body.currency),
+            lambda reply: CurrencyAnswer(body, reply),
+            timeout=self.product_timeout_s,
+        )
+
+    def _on_answer(self, answer: CurrencyAnswer) -> None:
+        product_id = answer.body.product_id
+        queue = self._waiting.get(product_id)
+        if queue is None or queue[0].body != answer.body:
+            log.info("currency answer for no waiting upsert", seller=self.key, product=product_id)
+            return
+        first = queue.pop(0)
+        reply = answer.reply
+        result: Any
+        if isinstance(reply, CurrencyGranted):
+            result = self._store(first.body)
+        elif isinstance(reply, ShopError):
+            result = reply
+        elif isinstance(reply, BaseException):
+            result = to_shop_error(reply)
+        else:
+            log.error("unexpected answer to ClaimCurrency", seller=self.key, reply=repr(reply))
+            result = ShopError(ErrorCode.INTERNAL, "internal error")
+        for handle in first.replies:
+            self.respond(handle, result)
+        # The upserts that waited behind it, in order, until one needs a claim of its own.
+        while queue:
+            if self._needs_claim(queue[0].body):
+                self._ask_product(queue[0].body)
+                return
+            waiting = queue.pop(0)
+            stored = self._store(waiting.body)
+            for handle in waiting.replies:
+                self.respond(handle, stored)
+        del self._waiting[product_id]
+
+    def _store(self, body: UpsertListing) -> UpsertListingReply:
         listing = Listing(
             product_id=body.product_id,
             title=body.title,
