@@ -20,6 +20,7 @@ import msgspec
 import structlog
 
 from actors import PersistentActor
+from iceshop.events import emit_event
 from iceshop.protocol import OfferStatusChanged, RecordDecision, Request, WindowLinked
 from iceshop.settings import Settings
 from iceshop.wire import (
@@ -27,10 +28,8 @@ from iceshop.wire import (
     DecisionMade,
     DecisionView,
     ErrorCode,
-    Event,
     OfferStatus,
     ShopError,
-    event_subject,
 )
 
 __all__ = ["DecisionActor", "DecisionEvent", "OfferStatusSet", "Recorded", "WindowSet"]
@@ -124,13 +123,7 @@ class DecisionActor(PersistentActor):
             offer=view.offer,
             window_id=view.window_id,
         )
-        event_id = f"decision.{self.key}.1"
-        body = Event(event_id=event_id, type="made", at=view.made_at, seq=1, data=made)
-        self.emit(
-            event_subject("decision", self.key, "made", self.prefix),
-            msgspec.json.encode(body),
-            id=event_id,
-        )
+        emit_event(self, self.prefix, "decision", self.key, "made", 1, view.made_at, made)
 
     def _offer_status(self, offer_id: str, status: str) -> None:
         offer = None if self.view is None else self.view.offer

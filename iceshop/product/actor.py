@@ -42,6 +42,7 @@ from typing import Any, ClassVar
 import structlog
 
 from actors import DeadlineFired, PersistentActor
+from iceshop.events import emit_event
 from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.product.notifications import (
     notification_id,
@@ -74,11 +75,8 @@ from iceshop.protocol import (
     WindowActivated,
 )
 from iceshop.settings import Settings
-from iceshop.wire.envelope import encode
 from iceshop.wire.errors import ErrorCode, ShopError
-from iceshop.wire.subjects import event_subject
-from iceshop.wire.times import format_time
-from iceshop.wire.views import DemandUpdated, Event
+from iceshop.wire.views import DemandUpdated
 
 __all__ = ["EXPIRY_DEADLINE", "KIND", "ProductActor"]
 
@@ -274,19 +272,21 @@ class ProductActor(PersistentActor):
         """Persist a change of open demand and announce it (after commit)."""
         self.persist(event)
         book = self.book
-        seq = book.data.demand_seq
-        event_id = f"demand.{self.key}.{seq}"
         data = DemandUpdated(
             product_id=self.key,
             score=book.score_at(now),
             open_intents=len(book.data.intents),
             quantity=book.quantity,
         )
-        body = Event(event_id=event_id, type="updated", at=format_time(now), seq=seq, data=data)
-        self.emit(
-            event_subject("demand", self.key, "updated", self.settings.prefix),
-            encode(body),
-            id=event_id,
+        emit_event(
+            self,
+            self.settings.prefix,
+            "demand",
+            self.key,
+            "updated",
+            book.data.demand_seq,
+            now,
+            data,
         )
 
     def _state(self, now: float) -> ProductState:

@@ -50,6 +50,7 @@ import structlog
 
 from actors import ActorsError, DeadlineFired, PersistentActor
 from actors.envelope import Reply
+from iceshop.events import emit_event
 from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.protocol import (
     CreateOffer,
@@ -81,12 +82,9 @@ from iceshop.wire.commands import (
     RegisterSeller,
     UpsertListing,
 )
-from iceshop.wire.envelope import encode
 from iceshop.wire.errors import ErrorCode, ShopError, to_shop_error
-from iceshop.wire.subjects import event_subject
 from iceshop.wire.times import format_time
 from iceshop.wire.views import (
-    Event,
     OfferStatus,
     OfferStatusReply,
     OfferView,
@@ -459,7 +457,6 @@ class SellerActor(PersistentActor):
         )
 
     def _emit_offer(self, offer: OfferRecord, event_type: str, seq: int) -> None:
-        event_id = f"offer.{offer.offer_id}.{seq}"
         view = OfferView(
             offer_id=offer.offer_id,
             seller_id=self.key,
@@ -469,13 +466,8 @@ class SellerActor(PersistentActor):
             expires_at=format_time(offer.expires_at),
             status=offer.status,
         )
-        body = Event(
-            event_id=event_id, type=event_type, at=format_time(self.now()), seq=seq, data=view
-        )
-        self.emit(
-            event_subject("offer", offer.offer_id, event_type, self.settings.prefix),
-            encode(body),
-            id=event_id,
+        emit_event(
+            self, self.settings.prefix, "offer", offer.offer_id, event_type, seq, self.now(), view
         )
 
     def _unknown_seller(self) -> ShopError:
