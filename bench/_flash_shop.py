@@ -3,7 +3,10 @@
 :class:`NodeProcess` runs ``python -m iceshop.node`` as a child with settings suited to a
 benchmark (a window activates a second after it is proposed and stays open for ten
 minutes; the campaign looks every 0.2 s and proposes on any demand; one unit per buyer;
-a tipping point of one). Its output goes to a log file, so a chatty node never blocks
+a tipping point of one). By default the node leaves its read model projector out
+(``readmodel_projector = "external"``) and :class:`ProjectorProcess` runs ``iceshop
+projector`` beside it on the same data directory, so the hot path has the node's process
+to itself. Its output goes to a log file, so a chatty node never blocks
 on a full pipe, and the tail of that log is shown when something fails. Readiness is
 proven over NATS (``cluster.status`` answers), not guessed from a sleep.
 
@@ -36,6 +39,7 @@ __all__ = [
     "SELLER_ID",
     "BenchError",
     "NodeProcess",
+    "ProjectorProcess",
     "Reservations",
     "ShopClient",
     "child_env",
@@ -90,25 +94,20 @@ async def fan_out(count: int, concurrency: int, one: Callable[[int], Awaitable[N
             tg.start_soon(worker)
 
 
-class NodeProcess:
-    """``python -m iceshop.node`` as a child process on ``data_dir``."""
+class _ChildProcess:
+    """A child process whose output goes to ``log_path``; stopped, killed and reaped here."""
 
-    def __init__(self, nats_url: str, data_dir: Path, log_path: Path) -> None:
-        self.nats_url = nats_url
-        self.data_dir = data_dir
+    what = "child"
+
+    def __init__(self, log_path: Path) -> None:
         self.log_path = log_path
         self.process: anyio.abc.Process | None = None
         self._log: IO[bytes] | None = None
 
-    async def start(self, client: ShopClient, ready_within_s: float = 60.0) -> float:
-        """Start the node; return the seconds until it answered over NATS."""
+    async def _spawn(self, command: list[str], env: dict[str, str]) -> None:
         if self.process is not None:
-            raise BenchError("the node is already running")
+            raise BenchError(f"the {self.what} is already running")
         self._log = await anyio.to_thread.run_sync(self.log_path.open, "ab")
-        env = child_env({f"ICESHOP_{k.upper()}": v for k, v in NODE_SETTINGS.items()})
-        command = [sys.executable, "-m", "iceshop.node", "--nats", self.nats_url]
-        command += ["--data", str(self.data_dir)]
-        started = anyio.current_time()
         self.process = await anyio.open_process(
             command,
             stdin=subprocess.DEVNULL,
@@ -117,16 +116,6 @@ class NodeProcess:
             cwd=REPO_ROOT,
             env=env,
         )
-        with anyio.move_on_after(ready_within_s):
-            while True:
-                if self.process.returncode is not None:
-                    await self._reap()
-                    raise BenchError(f"the node exited during start; log tail:\n{self.tail()}")
-                if await client.answers("cluster.status"):
-                    return anyio.current_time() - started
-                await anyio.sleep(0.05)
-        await self.kill()
-        raise BenchError(f"the node did not answer within {ready_within_s:g}s:\n{self.tail()}")
 
     async def kill(self) -> None:
         """SIGKILL: a crash, no shutdown code runs."""
@@ -135,7 +124,7 @@ class NodeProcess:
         await self._reap()
 
     async def stop(self, within_s: float = 15.0) -> None:
-        """SIGTERM (the node shuts down cleanly); SIGKILL if it takes longer than ``within_s``."""
+        """SIGTERM (a clean shutdown); SIGKILL if it takes longer than ``within_s``."""
         process = self.process
         if process is not None and process.returncode is None:
             process.terminate()
@@ -154,7 +143,7 @@ class NodeProcess:
             log.close()
 
     async def cpu_seconds(self) -> float | None:
-        """CPU time the running node has used so far (Linux ``/proc``), else None."""
+        """CPU time the running process has used so far (Linux ``/proc``), else None."""
         if self.process is None:
             return None
         try:
@@ -167,7 +156,7 @@ class NodeProcess:
 
     @property
     def died(self) -> bool:
-        """Whether the node process is gone although nobody stopped it."""
+        """Whether the process is gone although nobody stopped it."""
         return self.process is not None and self.process.returncode is not None
 
     def tail(self, limit: int = 4000) -> str:
@@ -176,6 +165,103 @@ class NodeProcess:
         except OSError:
             return "(no log)"
         return data[-limit:].decode("utf-8", "replace")
+
+
+def _settings_env(readmodel_projector: str) -> dict[str, str]:
+    env = {f"ICESHOP_{k.upper()}": v for k, v in NODE_SETTINGS.items()}
+    env["ICESHOP_READMODEL_PROJECTOR"] = readmodel_projector
+    return child_env(env)
+
+
+class ProjectorProcess(_ChildProcess):
+    """``iceshop projector`` as a child process on the node's ``data_dir``, with the
+    node's settings (the same prefix and node id, so the same durable consumer)."""
+
+    what = "projector"
+
+    def __init__(self, nats_url: str, data_dir: Path, log_path: Path) -> None:
+        super().__init__(log_path)
+        self.nats_url = nats_url
+        self.data_dir = data_dir
+
+    async def start(self, ready_within_s: float = 30.0) -> None:
+        """Start it and wait for its ready line in the log."""
+        log = anyio.Path(self.log_path)
+        offset = (await log.stat()).st_size if await log.exists() else 0
+        command = [sys.executable, "-m", "iceshop.cli", "projector", "--nats", self.nats_url]
+        command += ["--data", str(self.data_dir)]
+        await self._spawn(command, _settings_env("external"))
+        with anyio.move_on_after(ready_within_s):
+            while True:
+                if self.died:
+                    await self._reap()
+                    raise BenchError(f"the projector exited during start:\n{self.tail()}")
+                text = (await log.read_bytes())[offset:].decode("utf-8", "replace")
+                if "projector ready" in text.splitlines():
+                    return
+                await anyio.sleep(0.05)
+        await self.kill()
+        raise BenchError(f"the projector was not ready in {ready_within_s:g}s:\n{self.tail()}")
+
+
+class NodeProcess(_ChildProcess):
+    """``python -m iceshop.node`` as a child process on ``data_dir``.
+
+    With ``readmodel_projector="external"`` (the default) the node runs without its
+    read model projector and a :class:`ProjectorProcess` runs beside it on the same data
+    directory: started with the node, stopped with it, but not killed with it (a crash
+    of the node leaves the projector running, as it would in production)."""
+
+    what = "node"
+
+    def __init__(
+        self,
+        nats_url: str,
+        data_dir: Path,
+        log_path: Path,
+        *,
+        readmodel_projector: str = "external",
+    ) -> None:
+        super().__init__(log_path)
+        self.nats_url = nats_url
+        self.data_dir = data_dir
+        self.readmodel_projector = readmodel_projector
+        self.projector: ProjectorProcess | None = None
+        if readmodel_projector == "external":
+            projector_log = log_path.with_name(f"{log_path.stem}-projector{log_path.suffix}")
+            self.projector = ProjectorProcess(nats_url, data_dir, projector_log)
+
+    async def start(self, client: ShopClient, ready_within_s: float = 60.0) -> float:
+        """Start the node (and its projector unless that runs already); return the
+        seconds until the node answered over NATS."""
+        if self.process is not None:
+            raise BenchError("the node is already running")
+        if self.projector is not None and self.projector.process is None:
+            await self.projector.start()
+        command = [sys.executable, "-m", "iceshop.node", "--nats", self.nats_url]
+        command += ["--data", str(self.data_dir)]
+        started = anyio.current_time()
+        await self._spawn(command, _settings_env(self.readmodel_projector))
+        with anyio.move_on_after(ready_within_s):
+            while True:
+                if self.died:
+                    await self._reap()
+                    raise BenchError(f"the node exited during start; log tail:\n{self.tail()}")
+                if await client.answers("cluster.status"):
+                    return anyio.current_time() - started
+                await anyio.sleep(0.05)
+        await self.kill()
+        raise BenchError(f"the node did not answer within {ready_within_s:g}s:\n{self.tail()}")
+
+    async def stop(self, within_s: float = 15.0) -> None:
+        """SIGTERM the node, then its projector (each SIGKILLed after ``within_s``)."""
+        await super().stop(within_s)
+        if self.projector is not None:
+            await self.projector.stop(within_s)
+
+    async def projector_cpu_seconds(self) -> float | None:
+        """CPU time of the projector process so far; None when it runs in the node."""
+        return None if self.projector is None else await self.projector.cpu_seconds()
 
 
 class Reservations(msgspec.Struct, frozen=True, kw_only=True):

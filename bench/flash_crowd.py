@@ -24,7 +24,14 @@ until it is active.
   window's reservations. Joins that were committed but whose reply was lost in the
   crash may be there too (reported, not a fault).
 
-    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both]
+    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both] [--projector external|node]
+
+``--projector`` says where the read model's projector runs: ``external`` (the default) in
+an ``iceshop projector`` process beside the node, on the same data directory, the node
+started with ``ICESHOP_READMODEL_PROJECTOR=external``; ``node`` inside the node, as before
+that setting existed. The mode used is printed with the figures. In the crash mode only
+the node is killed and restarted: the external projector keeps running, as it would when
+a node crashes in production.
 
 Exits non-zero on any oversell, any acknowledged join lost, or a count that does not
 add up.
@@ -94,6 +101,10 @@ class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
     ceiling: LoadResult | None
     node_cpu_s: float | None
     """CPU seconds the node process used during the crowd (None off Linux)."""
+    readmodel_projector: str = "external"
+    """Where the read model's projector ran: ``external`` (its own process) or ``node``."""
+    projector_cpu_s: float | None = None
+    """CPU seconds the external projector used during the crowd (None when in the node)."""
     view_reserved: int
     """``quantity_reserved`` in the window's view after the crowd."""
     held_quantity: int
@@ -197,11 +208,17 @@ async def noop_responder(url: str) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def shop_environment(
-    workdir: Path,
+    workdir: Path, readmodel_projector: str = "external"
 ) -> AsyncIterator[tuple[NatsServer, NodeProcess, ShopClient]]:
-    """A nats-server, a node process and a client connection; all stopped when left."""
+    """A nats-server, a node process (with its projector process when ``external``) and a
+    client connection; all stopped when left."""
     async with NatsServer(jetstream=True, store_dir=workdir / "jetstream") as server:
-        node = NodeProcess(server.url, workdir / "node", workdir / "node.log")
+        node = NodeProcess(
+            server.url,
+            workdir / "node",
+            workdir / "node.log",
+            readmodel_projector=readmodel_projector,
+        )
         async with NatsTransport(server.url, name="flash-bench") as transport:
             client = ShopClient(transport)
             try:
@@ -239,20 +256,29 @@ async def _prepare(
 
 
 async def crowd(
-    sizes: Sizes, workdir: Path, *, ceiling: bool = True, echo: Echo = print
+    sizes: Sizes,
+    workdir: Path,
+    *,
+    ceiling: bool = True,
+    readmodel_projector: str = "external",
+    echo: Echo = print,
 ) -> CrowdResult:
     """The crowd mode (see the module docstring), its files under ``workdir``."""
-    async with shop_environment(workdir) as (server, node, client):
+    async with shop_environment(workdir, readmodel_projector) as (server, node, client):
         view, setup_s = await _prepare(node, client, sizes)
         window_id = view["window_id"]
         echo(f"window {window_id}: quantity_total {view['quantity_total']}, setup {setup_s:.1f}s")
         cpu_before = await node.cpu_seconds()
+        projector_before = await node.projector_cpu_seconds()
         load = await run_load_process(
             _spec(server.url, f"iceshop.windows.{window_id}.join", sizes), workdir
         )
         cpu_after = await node.cpu_seconds()
+        projector_after = await node.projector_cpu_seconds()
         if node.died:
             raise BenchError(f"the node died during the crowd; log tail:\n{node.tail()}")
+        if node.projector is not None and node.projector.died:
+            raise BenchError(f"the projector died; log tail:\n{node.projector.tail()}")
         after = await client.ok(f"windows.{window_id}.get")
         held = await client.reservations(window_id)
         await node.stop()
@@ -264,6 +290,11 @@ async def crowd(
                 )
     acked = frozenset(load.ok_join_ids)
     node_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
+    projector_cpu = (
+        None
+        if projector_before is None or projector_after is None
+        else projector_after - projector_before
+    )
     return CrowdResult(
         window_id=window_id,
         quantity_total=view["quantity_total"],
@@ -271,6 +302,8 @@ async def crowd(
         load=load,
         ceiling=noop,
         node_cpu_s=node_cpu,
+        readmodel_projector=readmodel_projector,
+        projector_cpu_s=projector_cpu,
         view_reserved=after["quantity_reserved"],
         held_quantity=held.held_quantity,
         acked_missing=len(acked - held.held_join_ids),
@@ -278,12 +311,16 @@ async def crowd(
     )
 
 
-async def crash(sizes: Sizes, workdir: Path, *, echo: Echo = print) -> CrashResult:
-    """The crash mode (see the module docstring), its files under ``workdir``."""
+async def crash(
+    sizes: Sizes, workdir: Path, *, readmodel_projector: str = "external", echo: Echo = print
+) -> CrashResult:
+    """The crash mode (see the module docstring), its files under ``workdir``. Only the
+    node is killed and restarted; an external projector runs on throughout."""
     if not 0 < sizes.kill_after < sizes.stock:
         raise ValueError("crash mode needs 0 < kill_after < stock")
     every = max(1, min(100, sizes.kill_after // 10))
-    async with shop_environment(workdir) as (server, node, client):
+    async with shop_environment(workdir, readmodel_projector) as (server, node, client):
+        echo(f"read model projector: {_where(readmodel_projector)}")
         view, _ = await _prepare(node, client, sizes)
         window_id = view["window_id"]
         echo(f"window {window_id}: quantity_total {view['quantity_total']}")
@@ -325,6 +362,12 @@ async def crash(sizes: Sizes, workdir: Path, *, echo: Echo = print) -> CrashResu
 # -- report ------------------------------------------------------------------------------
 
 
+def _where(readmodel_projector: str) -> str:
+    if readmodel_projector == "external":
+        return "external (an `iceshop projector` process beside the node)"
+    return "node (inside the node process)"
+
+
 def _percent(cpu_s: float, wall_s: float) -> float:
     """CPU seconds per wall second, in percent of one core."""
     return 100 * cpu_s / wall_s if wall_s > 0 else 0.0
@@ -357,6 +400,15 @@ def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
                 "node CPU during the crowd", _percent(r.node_cpu_s, load.elapsed_s), "% of a core"
             )
         )
+    if r.projector_cpu_s is not None:
+        echo(
+            figure(
+                "projector CPU during the crowd",
+                _percent(r.projector_cpu_s, load.elapsed_s),
+                "% of a core",
+            )
+        )
+    echo(f"read model projector: {_where(r.readmodel_projector)}")
     echo(figure("load generator CPU", _percent(load.cpu_s, load.elapsed_s), "% of a core"))
     echo(figure("window quantity_reserved", r.view_reserved, "units"))
     echo(figure("reservations held", r.held_quantity, "units"))
@@ -411,18 +463,22 @@ def report_crash(r: CrashResult, sizes: Sizes, echo: Echo = print) -> bool:
     return r.lost == 0 and r.oversell == 0 and r.view_reserved == r.held_quantity
 
 
-async def main_async(quick: bool, mode: str, workdir: Path) -> bool:
+async def main_async(
+    quick: bool, mode: str, workdir: Path, readmodel_projector: str = "external"
+) -> bool:
     good = True
     if mode in ("crowd", "both"):
         sizes = CROWD_QUICK if quick else CROWD
         print("-- crowd: joins to one hot window, then the same load on a no-op responder")
         await anyio.Path(workdir / "crowd").mkdir()
-        good &= report_crowd(await crowd(sizes, workdir / "crowd"), sizes)
+        result = await crowd(sizes, workdir / "crowd", readmodel_projector=readmodel_projector)
+        good &= report_crowd(result, sizes)
     if mode in ("crash", "both"):
         sizes = CRASH_QUICK if quick else CRASH
         print("-- crash: SIGKILL the node mid-crowd, restart it, look for every acknowledged join")
         await anyio.Path(workdir / "crash").mkdir()
-        good &= report_crash(await crash(sizes, workdir / "crash"), sizes)
+        crashed = await crash(sizes, workdir / "crash", readmodel_projector=readmodel_projector)
+        good &= report_crash(crashed, sizes)
     return good
 
 
@@ -430,10 +486,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flash_crowd")
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--mode", choices=("crowd", "crash", "both"), default="both")
+    parser.add_argument(
+        "--projector",
+        choices=("external", "node"),
+        default="external",
+        help="where the read model's projector runs (default: its own process)",
+    )
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="flash-crowd-") as tmp:
-            good = anyio.run(main_async, args.quick, args.mode, Path(tmp))
+            good = anyio.run(main_async, args.quick, args.mode, Path(tmp), args.projector)
     except BenchError as exc:
         print(f"!! flash_crowd: {exc}", flush=True)
         return 1

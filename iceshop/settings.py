@@ -42,3 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: Authentication of commands; "off" until the security layer lands (the node says so
     #: loudly in its log).
     auth: Literal["on", "off"] = "off"
+    #: Where the read model's projector runs: "node" in this process, "external" in a
+    #: process of its own (``iceshop projector`` on the same data_dir); then this node
+    #: only reads the read model's file to answer ``windows.list``.
+    readmodel_projector: Literal["node", "external"] = "node"

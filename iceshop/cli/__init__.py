@@ -4,6 +4,7 @@
 
     iceshop up      [--data DIR] [--port N] [--monitor-port N] [--nats-conf FILE] [--config FILE]
     iceshop node    [--nats URL[,URL...]] [--data DIR] [--config FILE] [--node-id ID]
+    iceshop projector [--nats URL[,URL...]] [--data DIR] [--config FILE]
     iceshop demo    [...]
     iceshop <noun> <verb> ...   one client verb per command of the contract, e.g.
     iceshop window join W1 --buyer B1 [--join J1] [--quantity 2] [--json]
@@ -13,8 +14,8 @@ before the noun or after the verb. Exit statuses are listed in ``iceshop.cli.err
 0 done, 1 refused, 2 bad invocation or settings, 3 no node answered.
 
 The parser is built from the verb table (``iceshop.cli.verbs``); each long-lived command
-has its own module (``up``, ``node``), and ``iceshop demo`` lives in ``iceshop.demo``,
-imported only when asked for.
+has its own module (``up``, ``node``, ``projector``), and ``iceshop demo`` lives in
+``iceshop.demo``, imported only when asked for.
 """
 
 from __future__ import annotations
@@ -27,7 +28,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iceshop.cli import node, up
+from iceshop.cli import node, projector, up
 from iceshop.cli.client import run_verb
 from iceshop.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from iceshop.cli.verbs import VERBS, Arg, Verb
@@ -129,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
     up.add_parser(sub, [])
     node.add_parser(sub, [])
+    projector.add_parser(sub, [])
     # Everything after `demo` belongs to the demo: no prefix character, so no option.
     demo = sub.add_parser(
         "demo",

@@ -85,11 +85,12 @@ async def serve_until_signalled(start: Start, stopping: Callable[[], None]) -> N
 
 
 @contextlib.contextmanager
-def lock_data_dir(path: Path) -> Iterator[None]:
-    """Hold an exclusive lock on ``path`` (created if missing) while the block runs."""
+def lock_data_dir(path: Path, name: str = ".lock") -> Iterator[None]:
+    """Hold an exclusive lock on ``path`` (created if missing) while the block runs;
+    ``name`` is the lock file in it (``iceshop projector`` holds one of its own)."""
     try:
         path.mkdir(parents=True, exist_ok=True)
-        fd = os.open(path / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        fd = os.open(path / name, os.O_RDWR | os.O_CREAT, 0o644)
     except OSError as exc:
         raise CliError(f"cannot use data directory {path}: {exc}", EXIT_USAGE) from exc
     try:

@@ -7,7 +7,9 @@
                  │                        ▼
                  │            outbox ──► JetStream ICESHOP_EVENTS (+ notifications)
                  │                        │
-    windows.list ◄── read model ◄── projector (durable consumer on window events)
+    windows.list ◄── read model ◄── projector (durable consumer on window events; in
+                                    this process, or `iceshop projector` beside it when
+                                    readmodel_projector = "external")
     cluster.status  (this node owns every shard in single-node mode)
     events.demand.*.updated ──► campaign (singleton) ──► proposals, windows
 
@@ -60,11 +62,13 @@ from iceshop.wire import (
     format_time,
 )
 
-__all__ = ["NOTIFICATION_STREAM", "ShopNode"]
+__all__ = ["NOTIFICATION_STREAM", "READMODEL_FILE", "ShopNode"]
 
 log = structlog.get_logger("iceshop.node")
 
 NOTIFICATION_STREAM = "ICESHOP_NOTIFICATIONS"
+#: The read model's file in the data directory (shared with ``iceshop projector``).
+READMODEL_FILE = "readmodel.db"
 
 _demand_event = msgspec.json.Decoder(Event[DemandUpdated])
 
@@ -123,7 +127,9 @@ class ShopNode:
             ):
                 await self._ensure_stream(outbox, stream, subjects)
 
-            self.readmodel = ReadModel(self.data_dir / "readmodel.db")
+            external = settings.readmodel_projector == "external"
+            # External: `iceshop projector` writes the file; this node only queries it.
+            self.readmodel = ReadModel(self.data_dir / READMODEL_FILE, writer=not external)
             await self.readmodel.open()
             stack.push_async_callback(self.readmodel.close)
 
@@ -140,10 +146,11 @@ class ShopNode:
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg = tg
             stack.callback(tg.cancel_scope.cancel)
-            self.projector = Projector(
-                transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix
-            )
-            tg.start_soon(self.projector.run)
+            if not external:
+                self.projector = Projector(
+                    transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix
+                )
+                tg.start_soon(self.projector.run)
 
             binding = await stack.enter_async_context(NatsBinding(system, transport))
             await self._serve(binding)
@@ -154,7 +161,13 @@ class ShopNode:
             await stack.aclose()
             raise
         self._stack = stack
-        log.info("node ready", node=self.node_id, nats=settings.nats_url, data=str(self.data_dir))
+        log.info(
+            "node ready",
+            node=self.node_id,
+            nats=settings.nats_url,
+            data=str(self.data_dir),
+            readmodel_projector=settings.readmodel_projector,
+        )
         return self
 
     async def __aexit__(

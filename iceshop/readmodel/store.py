@@ -28,6 +28,16 @@ restored from an older copy.
 
 The schema version is ``PRAGMA user_version``. A file of another version is not migrated
 but emptied: a read model is derived data, the projector rebuilds it from the stream.
+
+Two processes may have the file open at once: the projector writing it (``iceshop
+projector``) and a node only reading it (``readmodel_projector = "external"``). Opening is
+therefore idempotent and serialised: the busy timeout is set before anything else, the
+version check and the schema creation run in one ``BEGIN IMMEDIATE`` transaction (the
+second process to get there finds the schema made and leaves it, data and all), and only
+a writer (``writer=True``, the projector's side) ever empties a file of another version.
+A reader creates the schema of a brand-new file, so it can answer before the projector
+has run, but leaves a file of another version untouched: that is the projector's to
+rebuild, and the reader's queries fail as unavailable meanwhile instead of wiping it.
 """
 
 from __future__ import annotations
@@ -54,23 +64,24 @@ SCHEMA_VERSION: Final = 1
 _TABLES: Final = ("windows", "reservations", "positions")
 
 _SCHEMA: Final = (
-    """CREATE TABLE windows(
+    """CREATE TABLE IF NOT EXISTS windows(
         window_id TEXT NOT NULL PRIMARY KEY, product_id TEXT NOT NULL,
         seller_id TEXT NOT NULL, state TEXT NOT NULL, outcome TEXT,
         activates_at TEXT NOT NULL, seq INTEGER NOT NULL, view TEXT NOT NULL
     ) WITHOUT ROWID""",
-    "CREATE INDEX windows_by_time ON windows(activates_at, window_id)",
-    "CREATE INDEX windows_by_state ON windows(state, activates_at, window_id)",
-    "CREATE INDEX windows_by_product ON windows(product_id, activates_at, window_id)",
-    "CREATE INDEX windows_by_seller ON windows(seller_id, activates_at, window_id)",
-    """CREATE TABLE reservations(
+    "CREATE INDEX IF NOT EXISTS windows_by_time ON windows(activates_at, window_id)",
+    "CREATE INDEX IF NOT EXISTS windows_by_state ON windows(state, activates_at, window_id)",
+    "CREATE INDEX IF NOT EXISTS windows_by_product ON windows(product_id, activates_at, window_id)",
+    "CREATE INDEX IF NOT EXISTS windows_by_seller ON windows(seller_id, activates_at, window_id)",
+    """CREATE TABLE IF NOT EXISTS reservations(
         window_id TEXT NOT NULL, join_id TEXT NOT NULL, buyer_id TEXT NOT NULL,
         quantity INTEGER NOT NULL, status TEXT NOT NULL, reserved_at TEXT NOT NULL,
         seq INTEGER NOT NULL, join_seq INTEGER NOT NULL,
         PRIMARY KEY (window_id, join_id)
     ) WITHOUT ROWID""",
-    "CREATE INDEX reservations_in_order ON reservations(window_id, join_seq, join_id)",
-    """CREATE TABLE positions(
+    """CREATE INDEX IF NOT EXISTS reservations_in_order
+        ON reservations(window_id, join_seq, join_id)""",
+    """CREATE TABLE IF NOT EXISTS positions(
         stream TEXT NOT NULL PRIMARY KEY, seq INTEGER NOT NULL
     ) WITHOUT ROWID""",
 )
@@ -136,10 +147,13 @@ class ReadModel:
 
     Use as ``async with ReadModel(path) as store: ...`` or call :meth:`open` /
     :meth:`close`. Failures of the file raise :class:`~actors.errors.JournalUnavailable`
-    (retryable), which the wire maps to ``unavailable``."""
+    (retryable), which the wire maps to ``unavailable``. ``writer=False`` is for a process
+    that only queries a file another process projects into: it never empties the file
+    (see the module docstring)."""
 
-    def __init__(self, path: str | os.PathLike[str]) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, writer: bool = True) -> None:
         self.path = os.fspath(path)
+        self.writer = writer
         self._conn: aiosqlite.Connection | None = None
 
     # -- lifecycle ----------------------------------------------------------------------
@@ -152,7 +166,7 @@ class ReadModel:
         except (sqlite3.Error, OSError) as exc:
             raise JournalUnavailable(f"cannot open read model {self.path}: {exc}") from exc
         try:
-            await on_connection_thread(conn, _prepare)
+            await on_connection_thread(conn, lambda db: _prepare(db, writer=self.writer))
         except BaseException as exc:
             with anyio.CancelScope(shield=True):  # never leave the thread behind
                 await conn.close()
@@ -310,27 +324,34 @@ def _write(
     return applied
 
 
-def _prepare(db: sqlite3.Connection) -> None:
+def _prepare(db: sqlite3.Connection, *, writer: bool) -> None:
+    # First: another process may hold a lock on the file (its own open, a batch).
+    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]
     if mode not in ("wal", "memory"):
         raise sqlite3.OperationalError(f"WAL mode unavailable (journal_mode={mode})")
     db.execute("PRAGMA synchronous=NORMAL")
-    db.execute(f"PRAGMA busy_timeout={_BUSY_TIMEOUT_MS}")
     db.execute("BEGIN IMMEDIATE")
     try:
         version = db.execute("PRAGMA user_version").fetchone()[0]
-        if version != SCHEMA_VERSION:
+        if version == 0 or (writer and version != SCHEMA_VERSION):
             if version != 0:
                 _log.warning(
                     "read model schema changed; rebuilding it from the stream",
                     found=version,
                     expected=SCHEMA_VERSION,
                 )
-            for table in _TABLES:
-                db.execute(f"DROP TABLE IF EXISTS {table}")
+                for table in _TABLES:
+                    db.execute(f"DROP TABLE IF EXISTS {table}")
             for statement in _SCHEMA:
                 db.execute(statement)
             db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")
+        elif version != SCHEMA_VERSION:
+            _log.warning(
+                "read model file has another schema version; left to its projector",
+                found=version,
+                expected=SCHEMA_VERSION,
+            )
         db.execute("COMMIT")
     except BaseException:
         _rollback(db)

@@ -1,0 +1,109 @@
+"""``iceshop projector``: the read model's projector in a process of its own.
+
+The projector turns the window events of the event stream into ``readmodel.db`` in the
+data directory, the file that answers ``windows.list``. Inside the node it shares the
+node's process with the hot command path; with ``readmodel_projector = "external"`` the
+node leaves it out and only reads the file, and this command runs it beside the node, on
+the same data directory and with the same settings (``--config``, ``ICESHOP_<KEY>``): the
+same subject prefix, and the same durable consumer the node would use, so switching
+between the two modes resumes where the other left off.
+
+It holds its own lock in the data directory (one projector per file; the node's lock is
+a different one), prints a ready line once the file is open and the projection started
+(it waits for the event stream if no node created it yet), and stops on SIGINT or
+SIGTERM: the projection first, then the file, then the connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import anyio
+
+from actors.errors import ActorsError
+from actors.nats import NatsTransport
+from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, CliError
+from iceshop.cli.lifecycle import (
+    LOG_LEVELS,
+    configure_logging,
+    lock_data_dir,
+    serve_until_signalled,
+)
+from iceshop.cli.node import load
+from iceshop.node.app import READMODEL_FILE
+from iceshop.readmodel import DEFAULT_DURABLE, Projector, ReadModel
+from iceshop.settings import Settings
+from iceshop.wire import EVENT_STREAM
+
+__all__ = ["LOCK_FILE", "add_parser", "run", "start_projector"]
+
+#: The projector's lock in the data directory (the node holds ``.lock``).
+LOCK_FILE = ".projector.lock"
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "projector",
+        parents=parents,
+        help="run the read model's projector apart from the node (same data directory)",
+        description="Project the window events into DIR/readmodel.db, for a node run with "
+        'readmodel_projector = "external" on the same data directory, until interrupted. '
+        "Settings: defaults < --config TOML < ICESHOP_<KEY> variables < flags.",
+    )
+    p.add_argument(
+        "--nats",
+        default=argparse.SUPPRESS,
+        metavar="URL[,URL...]",
+        help="NATS server URL(s), comma separated (setting nats_url)",
+    )
+    p.add_argument("--data", metavar="DIR", help="the node's data directory (setting data_dir)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (the node's)")
+    p.add_argument("--node-id", metavar="ID", help="the node's id (setting node_id)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.set_defaults(handler=run)
+
+
+async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) -> Projector:
+    """Open the read model and start projecting into it, all on ``stack``."""
+    data_dir = Path(settings.data_dir)
+    name = f"iceshop-projector-{settings.node_id}" if settings.node_id else "iceshop-projector"
+    try:
+        transport = await stack.enter_async_context(
+            NatsTransport([u.strip() for u in settings.nats_url.split(",") if u.strip()], name=name)
+        )
+        store = await stack.enter_async_context(ReadModel(data_dir / READMODEL_FILE))
+    except ActorsError as exc:  # NATS unreachable, a file that cannot open
+        raise CliError(f"projector did not start: {exc}", EXIT_FAILED) from exc
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tg.cancel_scope.cancel)
+    # The node's own projector uses the same durable consumer (ShopNode): one position.
+    projector = Projector(
+        transport, store, stream=EVENT_STREAM, prefix=settings.prefix, durable=DEFAULT_DURABLE
+    )
+    tg.start_soon(projector.run)
+    return projector
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    settings = load(
+        args.config,
+        {"nats_url": args.nats, "data_dir": args.data, "node_id": args.node_id},
+    )
+
+    async def start(stack: contextlib.AsyncExitStack) -> None:
+        projector = await start_projector(stack, settings)
+        print(f"  NATS     {settings.nats_url}", flush=True)
+        print(f"  file     {Path(settings.data_dir) / READMODEL_FILE}", flush=True)
+        print(f"  consumer {projector.durable} on {projector.stream}", flush=True)
+        print("projector ready", flush=True)
+
+    def stopping() -> None:
+        print("stopping the projector", flush=True)
+
+    with lock_data_dir(Path(settings.data_dir), LOCK_FILE):
+        anyio.run(serve_until_signalled, start, stopping)
+    return EXIT_OK
