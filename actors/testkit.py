@@ -30,7 +30,7 @@ from .outbox import OutboxSink
 from .ref import ActorRef
 from .system import ActorSystem
 
-__all__ = ["ActorTestKit", "Probe"]
+__all__ = ["ActorTestKit", "Probe", "advance_to", "settle"]
 
 
 class _ProbeActor(Actor):
@@ -98,6 +98,22 @@ async def settle(system: ActorSystem, *, max_iterations: int = 1_000_000) -> Non
     raise AssertionError("the actor system did not settle")
 
 
+async def advance_to(system: ActorSystem, clock: VirtualClock, target: float) -> None:
+    """Move ``clock`` (the system's own) to monotonic ``target``, firing every timer due
+    on the way at its own time and settling the system after each. Works for any system
+    built on a :class:`VirtualClock`, e.g. a whole node under test."""
+    timers = system.timers
+    while True:
+        await settle(system)
+        due = timers.next_due()
+        if due is None or due > target:
+            break
+        clock.set(max(due, clock.monotonic()))
+        timers.fire_due()
+    clock.set(target)
+    await settle(system)
+
+
 class ActorTestKit:
     """An :class:`ActorSystem` on a :class:`VirtualClock`."""
 
@@ -143,13 +159,4 @@ class ActorTestKit:
         await self.advance_to(self.clock.monotonic() + seconds)
 
     async def advance_to(self, target: float) -> None:
-        timers = self.system.timers
-        while True:
-            await self.settle()
-            due = timers.next_due()
-            if due is None or due > target:
-                break
-            self.clock.set(max(due, self.clock.monotonic()))
-            timers.fire_due()
-        self.clock.set(target)
-        await self.settle()
+        await advance_to(self.system, self.clock, target)

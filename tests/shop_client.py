@@ -1,12 +1,18 @@
-"""A tiny contract client for tests: JSON in, the decoded reply out."""
+"""A tiny contract client for tests (JSON in, the decoded reply out), and a node on a
+virtual clock driven through it."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
+import anyio
 import msgspec
 
+from actors import VirtualClock
 from actors.nats import NatsTransport
+from actors.testkit import advance_to
+from iceshop.node import ShopNode
 
 
 class Client:
@@ -41,3 +47,37 @@ class Client:
         assert reply["ok"] is False, (subject, reply)
         code: str = reply["error"]["code"]
         return code
+
+
+class VirtualShop:
+    """A node on a virtual clock and a client that speaks to it over NATS."""
+
+    def __init__(self, node: ShopNode, clock: VirtualClock, client: Client) -> None:
+        self.node = node
+        self.clock = clock
+        self.client = client
+
+    async def advance(self, seconds: float) -> None:
+        """Move the node's clock, firing each timer at its own time."""
+        assert self.node.system is not None
+        await advance_to(self.node.system, self.clock, self.clock.monotonic() + seconds)
+
+    async def until(
+        self,
+        subject: str,
+        body: dict[str, Any],
+        check: Callable[[dict[str, Any]], bool],
+        *,
+        tick: float = 0.0,
+    ) -> dict[str, Any]:
+        """Ask until ``check(data)`` holds (events cross NATS asynchronously), moving the
+        clock by ``tick`` between tries."""
+        data: dict[str, Any] = {}
+        for _ in range(150):
+            data = await self.client.ok(subject, body)
+            if check(data):
+                return data
+            if tick:
+                await self.advance(tick)
+            await anyio.sleep(0.02)
+        raise AssertionError(f"{subject}: condition never held; last {data}")

@@ -29,13 +29,12 @@ import pytest
 from actors import VirtualClock
 from actors.errors import TransportError
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport, find_nats_server, free_port
-from actors.testkit import settle
 from iceshop.config import load_settings
 from iceshop.node import ShopNode
 from iceshop.node.app import NOTIFICATION_STREAM
 from iceshop.settings import Settings
 from iceshop.wire import EVENT_STREAM
-from tests.shop_client import Client
+from tests.shop_client import Client, VirtualShop
 
 ROOT = Path(__file__).resolve().parent.parent
 DEPLOY = ROOT / "deploy"
@@ -219,50 +218,6 @@ async def retrying(step: Callable[[], Awaitable[Any]], *, within: float = 15.0) 
                 return await step()
             except TransportError:
                 await anyio.sleep(0.05)
-
-
-class VirtualShop:
-    """A node on a virtual clock and a client that speaks to it over NATS."""
-
-    def __init__(self, node: ShopNode, clock: VirtualClock, client: Client) -> None:
-        self.node = node
-        self.clock = clock
-        self.client = client
-
-    async def advance(self, seconds: float) -> None:
-        """Move the node's clock, firing each timer at its own time."""
-        system = self.node.system
-        assert system is not None
-        target = self.clock.monotonic() + seconds
-        while True:
-            await settle(system)
-            due = system.timers.next_due()
-            if due is None or due > target:
-                break
-            self.clock.set(max(due, self.clock.monotonic()))
-            system.timers.fire_due()
-        self.clock.set(target)
-        await settle(system)
-
-    async def until(
-        self,
-        subject: str,
-        body: dict[str, Any],
-        check: Callable[[dict[str, Any]], bool],
-        *,
-        tick: float = 0.0,
-    ) -> dict[str, Any]:
-        """Ask until ``check(data)`` holds (events cross NATS asynchronously), moving the
-        clock by ``tick`` between tries."""
-        data: dict[str, Any] = {}
-        for _ in range(150):
-            data = await self.client.ok(subject, body)
-            if check(data):
-                return data
-            if tick:
-                await self.advance(tick)
-            await anyio.sleep(0.02)
-        raise AssertionError(f"{subject}: condition never held; last {data}")
 
 
 INTERVAL = 10.0

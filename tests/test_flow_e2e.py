@@ -17,10 +17,9 @@ import pytest
 
 from actors import VirtualClock
 from actors.nats import Msg, NatsServer, NatsTransport
-from actors.testkit import settle
 from iceshop.node import ShopNode
 from iceshop.settings import Settings
-from tests.shop_client import Client
+from tests.shop_client import Client, VirtualShop
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -29,45 +28,8 @@ LEAD = 60.0
 DURATION = 600.0
 
 
-class Harness:
-    def __init__(self, node: ShopNode, clock: VirtualClock, client: Client) -> None:
-        self.node = node
-        self.clock = clock
-        self.client = client
-
-    async def advance(self, seconds: float) -> None:
-        """Move the node's clock, firing each timer at its time and letting it settle."""
-        system = self.node.system
-        assert system is not None
-        target = self.clock.monotonic() + seconds
-        while True:
-            await settle(system)
-            due = system.timers.next_due()
-            if due is None or due > target:
-                break
-            self.clock.set(max(due, self.clock.monotonic()))
-            system.timers.fire_due()
-        self.clock.set(target)
-        await settle(system)
-
-    async def until(
-        self, subject: str, body: dict[str, Any], check: Any, *, tick: float = 0
-    ) -> dict[str, Any]:
-        """Ask until ``check(data)`` holds (events cross NATS asynchronously), moving
-        the clock by ``tick`` between tries."""
-        data: dict[str, Any] = {}
-        for _ in range(100):
-            data = await self.client.ok(subject, body)
-            if check(data):
-                return data
-            if tick:
-                await self.advance(tick)
-            await anyio.sleep(0.02)
-        raise AssertionError(f"{subject}: condition never held; last {data}")
-
-
 @pytest.fixture
-async def shop(tmp_path: Path) -> AsyncIterator[Harness]:
+async def shop(tmp_path: Path) -> AsyncIterator[VirtualShop]:
     with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
         settings = Settings(
             nats_url=server.url,
@@ -83,10 +45,10 @@ async def shop(tmp_path: Path) -> AsyncIterator[Harness]:
         )
         clock = VirtualClock(start=0.0, epoch=1_800_000_000.0)
         async with ShopNode(settings, clock=clock) as node, NatsTransport(server.url) as t:
-            yield Harness(node, clock, Client(t))
+            yield VirtualShop(node, clock, Client(t))
 
 
-async def test_happy_path_from_registration_to_a_closed_window(shop: Harness) -> None:
+async def test_happy_path_from_registration_to_a_closed_window(shop: VirtualShop) -> None:
     c = shop.client
     events: list[tuple[str, dict[str, Any]]] = []
 
@@ -310,7 +272,7 @@ SUBJECTS = [
 ]
 
 
-async def test_bad_input_on_every_subject_is_refused_and_changes_nothing(shop: Harness) -> None:
+async def test_bad_input_on_every_subject_is_refused_and_changes_nothing(shop: VirtualShop) -> None:
     c = shop.client
     for subject in SUBJECTS:
         for body in BAD_BODIES:
