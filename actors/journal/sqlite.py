@@ -63,7 +63,7 @@ from ..errors import JournalUnavailable, SequenceConflict
 from ._checks import check_batch
 from .base import DeadLetter, Deadline, OutboxEntry, Recovery, WriteRequest
 
-__all__ = ["SCHEMA_VERSION", "SqliteJournal", "on_connection_thread"]
+__all__ = ["SCHEMA_VERSION", "SqliteJournal", "on_connection_thread", "open_connection"]
 
 SCHEMA_VERSION = 1
 """Stored in ``PRAGMA user_version``."""
@@ -120,6 +120,28 @@ async def on_connection_thread(
     return result
 
 
+async def open_connection(
+    path: str, prepare: Callable[[sqlite3.Connection], None], *, what: str = ""
+) -> aiosqlite.Connection:
+    """Connect to ``path`` in autocommit mode and run ``prepare`` (pragmas, schema) on the
+    connection's thread. On any failure the thread is stopped before the error leaves;
+    store failures become :class:`~actors.errors.JournalUnavailable` naming ``what``."""
+    name = f"{what} {path}" if what else path
+    try:
+        conn = await aiosqlite.connect(path, isolation_level=None)
+    except (sqlite3.Error, OSError) as exc:
+        raise JournalUnavailable(f"cannot open {name}: {exc}") from exc
+    try:
+        await on_connection_thread(conn, prepare)
+    except BaseException as exc:
+        with anyio.CancelScope(shield=True):  # never leave the thread behind
+            await conn.close()
+        if isinstance(exc, sqlite3.Error | ValueError):
+            raise JournalUnavailable(f"cannot open {name}: {exc}") from exc
+        raise
+    return conn
+
+
 class SqliteJournal:
     """A :class:`~actors.journal.base.Journal` in one SQLite file (WAL, group commit)."""
 
@@ -140,19 +162,7 @@ class SqliteJournal:
     async def open(self) -> None:
         if self._conn is not None:
             return
-        try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
-        try:
-            await on_connection_thread(conn, self._prepare)
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):  # never leave the thread behind
-                await conn.close()
-            if isinstance(exc, sqlite3.Error | ValueError):
-                raise JournalUnavailable(f"cannot open {self.path}: {exc}") from exc
-            raise
-        self._conn = conn
+        self._conn = await open_connection(self.path, self._prepare)
 
     def _prepare(self, db: sqlite3.Connection) -> None:
         mode = db.execute("PRAGMA journal_mode=WAL").fetchone()[0]

@@ -54,7 +54,7 @@ import msgspec
 import structlog
 
 from actors.errors import JournalUnavailable
-from actors.journal.sqlite import on_connection_thread
+from actors.journal.sqlite import on_connection_thread, open_connection
 from iceshop.readmodel.events import BadEvent, WindowChange, read_window_event
 
 __all__ = ["SCHEMA_VERSION", "ApplyResult", "ReadModel", "StreamPosition"]
@@ -161,19 +161,9 @@ class ReadModel:
     async def open(self) -> None:
         if self._conn is not None:
             return
-        try:
-            conn = await aiosqlite.connect(self.path, isolation_level=None)
-        except (sqlite3.Error, OSError) as exc:
-            raise JournalUnavailable(f"cannot open read model {self.path}: {exc}") from exc
-        try:
-            await on_connection_thread(conn, lambda db: _prepare(db, writer=self.writer))
-        except BaseException as exc:
-            with anyio.CancelScope(shield=True):  # never leave the thread behind
-                await conn.close()
-            if isinstance(exc, sqlite3.Error):
-                raise JournalUnavailable(f"cannot open read model {self.path}: {exc}") from exc
-            raise
-        self._conn = conn
+        self._conn = await open_connection(
+            self.path, lambda db: _prepare(db, writer=self.writer), what="read model"
+        )
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
