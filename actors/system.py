@@ -56,7 +56,13 @@ def _answer(item: Any, error: ActorsError) -> None:
 
 
 class _PendingRequest:
-    """Reply handle of :meth:`Actor.request`: turns the reply into a message."""
+    """Reply handle of :meth:`Actor.request`: turns the reply into a message.
+
+    The reply travels on the requester's system lane, not its mailbox: the requester
+    asked for it, so a full mailbox must not drop it (a requester that waits for a reply
+    that was rejected would wait for ever). The lane stays bounded by the number of
+    requests the actor itself has outstanding. With the ask's deadline timer this makes
+    the reply certain: the value, or :class:`~actors.errors.AskTimeout`."""
 
     __slots__ = ("done", "origin", "timer", "to_message")
 
@@ -72,8 +78,13 @@ class _PendingRequest:
         self.done = True
         if self.timer is not None:
             self.timer.cancelled = True
+        origin = self.origin
         try:
-            self.origin.tell(self.to_message(value))
+            actor = origin._target()
+            message = self.to_message(value)
+            if message is None or type(message) is deque or type(message) is Envelope:
+                message = Envelope(message)
+            origin._system._enqueue_system(actor, message)
         except ActorsError as exc:
             log.warning(
                 "reply to a request not delivered", target=repr(self.origin), error=repr(exc)

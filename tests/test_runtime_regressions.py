@@ -257,3 +257,35 @@ async def test_deadlines_due_at_start_wait_for_their_kind_to_be_registered() -> 
         kit.system.register("n", Notes)
         await kit.settle()
         assert await kit.system.ref("n", "k").ask("get") == ["fired x"]
+
+
+async def test_a_reply_reaches_a_requester_whose_mailbox_is_full() -> None:
+    """The reply to ``Actor.request`` must not be dropped by the requester's overflow
+    policy: it asked for it, and a lost reply would leave it waiting for ever."""
+    got: list[Any] = []
+
+    class Echo(Actor):
+        def receive(self, message: Any) -> Any:
+            asker = self.system.ref("asker", "a")
+            asker.tell("filler")
+            asker.tell("filler")  # the asker's mailbox is full when the reply leaves
+            return f"echo {message}"
+
+    class Asker(Actor):
+        mailbox_capacity = 2
+
+        def receive(self, message: Any) -> Any:
+            if message == "go":
+                self.request(self.system.ref("echo", "e"), "hi", lambda r: ("answer", r))
+                return None
+            if isinstance(message, tuple) and message[0] == "answer":
+                got.append(message[1])
+            return None
+
+    async with ActorTestKit() as kit:
+        kit.system.register("echo", Echo)
+        kit.system.register("asker", Asker)
+        asker = kit.system.ref("asker", "a")
+        asker.tell("go")
+        await kit.settle()
+        assert got == ["echo hi"]

@@ -24,7 +24,7 @@ from iceshop.window.events import (
     WindowEvent,
     WindowSnapshot,
 )
-from iceshop.window.messages import BuyerChecked, CheckLost, NoticeReply
+from iceshop.window.messages import BuyerChecked, NoticeReply
 from iceshop.window.state import WindowData
 from iceshop.window.views import ReservationEventData
 
@@ -35,7 +35,6 @@ __all__ = [
     "Activated",
     "BuyerChecked",
     "Cancelled",
-    "CheckLost",
     "Closed",
     "Created",
     "Joined",

@@ -73,7 +73,7 @@ from iceshop.window.events import (
     WindowEvent,
     WindowSnapshot,
 )
-from iceshop.window.messages import BuyerChecked, CheckLost, NoticeReply
+from iceshop.window.messages import BuyerChecked, NoticeReply
 from iceshop.window.notices import NOTICE_TIMEOUT_S, notice, retry_delay
 from iceshop.window.state import WindowData, unknown_window
 from iceshop.window.views import event_body, join_reply, reservations_page, window_view
@@ -111,8 +111,6 @@ EXPIRE: Final = "expire"
 NOTIFY: Final = "notify"
 
 CHECK_TIMEOUT_S: Final = 5.0
-_CHECK_GRACE_S: Final = 1.0
-_CHECK_TIMER: Final = "check:"
 _VERIFIED_MAX: Final = 100_000
 
 _LATER: Final = object()  # the join waits for a buyer check; it is answered later
@@ -213,11 +211,6 @@ class WindowActor(PersistentActor):
             return self._create(message)
         if kind is NoticeReply:
             self._notice_reply(message.notice, message.result)
-            return None
-        if kind is CheckLost:
-            if message.buyer_id in self._room:
-                lost = ShopError(ErrorCode.UNAVAILABLE, "the buyer check got no answer; retry")
-                self._checked(message.buyer_id, lost)
             return None
         raise TypeError(f"window {self.key}: unexpected message {message!r}")
 
@@ -420,15 +413,13 @@ class WindowActor(PersistentActor):
             target = self.system.ref("buyer", buyer_id)
         except ActorsError as exc:
             return to_shop_error(exc)
+        # The answer is certain: the buyer's reply, or AskTimeout after CHECK_TIMEOUT_S
+        # (request replies are never dropped by a full mailbox).
         self.request(target, CheckBuyer(), partial(BuyerChecked, buyer_id), timeout=CHECK_TIMEOUT_S)
-        self.start_timer(
-            _CHECK_TIMER + buyer_id, CHECK_TIMEOUT_S + _CHECK_GRACE_S, CheckLost(buyer_id)
-        )
         return None
 
     def _checked(self, buyer_id: str, result: Any) -> None:
         """A buyer check answered: decide every join that waited for it, in order."""
-        self.cancel_timer(_CHECK_TIMER + buyer_id)
         error: ShopError | None = None
         if isinstance(result, BuyerKnown):
             if len(self._verified) >= _VERIFIED_MAX:

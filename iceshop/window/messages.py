@@ -10,7 +10,7 @@ from typing import Any
 
 import msgspec
 
-__all__ = ["BuyerChecked", "CheckLost", "NoticeReply"]
+__all__ = ["BuyerChecked", "NoticeReply"]
 
 
 class BuyerChecked(msgspec.Struct, frozen=True):
@@ -19,13 +19,6 @@ class BuyerChecked(msgspec.Struct, frozen=True):
 
     buyer_id: str
     result: Any
-
-
-class CheckLost(msgspec.Struct, frozen=True):
-    """Guard timer: a buyer check whose answer never arrived (e.g. it was dropped by
-    this window's full mailbox) must not leave its joins waiting forever."""
-
-    buyer_id: str
 
 
 class NoticeReply(msgspec.Struct, frozen=True):
