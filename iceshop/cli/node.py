@@ -27,6 +27,7 @@ from iceshop.cli.lifecycle import (
     configure_logging,
     lock_data_dir,
     serve_until_signalled,
+    tune_gc,
 )
 from iceshop.config import ConfigError, load_settings
 from iceshop.node.app import ShopNode
@@ -87,6 +88,7 @@ def run(args: argparse.Namespace) -> int:
 
     async def start(stack: contextlib.AsyncExitStack) -> None:
         node = await start_node(stack, settings)
+        tune_gc()
         print(f"  NATS  {settings.nats_url}", flush=True)
         print(f"  data  {settings.data_dir}", flush=True)
         print(f"  auth  {AUTH_OFF}", flush=True)
