@@ -40,7 +40,7 @@ class ActorState:
 
     READY = 0  # may run when it has mail
     RECOVERING = 1  # loading its journal; mail waits
-    COMMITTING = 2  # its last turn is being committed; mail waits
+    COMMITTING = 2  # its pipeline of turns waiting for commits is full; mail waits
     BACKOFF = 3  # failed; waiting to restart; mail waits
     STOPPED = 4  # gone; a new message activates a fresh incarnation
 

@@ -7,7 +7,8 @@ others. Handlers are synchronous, so a turn never waits; the dispatcher yields t
 event loop between slices of turns so that I/O (NATS, the journal) keeps flowing.
 
 For a persistent actor, the turn ends by handing its staged changes to the journal
-writer; the actor then waits (``COMMITTING``) and its replies go out after the commit.
+writer; its replies go out after that commit. The actor may take further turns while it
+commits, up to a few in flight; then it waits (``COMMITTING``) for the oldest.
 """
 
 from __future__ import annotations

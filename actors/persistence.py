@@ -7,6 +7,12 @@ transaction. Only then are the turn's replies sent, its deadlines armed and its 
 entries handed to the relay. A failed commit turns the held replies into
 :class:`~actors.errors.CommitFailed` and rebuilds the actor from the journal.
 
+*Pipelining.* The actor does not wait for its commit: it takes its next turns while the
+write runs, up to :data:`PIPELINE_DEPTH` turns in flight, each staged with the sequence
+the previous one leaves (the journal's check chains them, and a failure dooms the later
+ones too). Replies of a turn that staged nothing wait behind the last turn in flight,
+so nothing is answered from state that is not committed yet.
+
 *Recovery.* Activating a persistent actor queues it for loading; the loader reads all
 queued actors in one journal round trip, replays snapshot + events, re-arms their
 durable deadlines and lets them take their mail.
@@ -14,6 +20,7 @@ durable deadlines and lets them take their mail.
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -37,6 +44,10 @@ log = structlog.get_logger("actors.persistence")
 READY = ActorState.READY
 STOPPED = ActorState.STOPPED
 
+PIPELINE_DEPTH = 4
+"""How many turns of one actor may wait for their commits at once (see the module
+docstring); at the limit the actor waits (``COMMITTING``) until the oldest lands."""
+
 
 class DurableFire:
     """Internal: a durable deadline reached its actor's system lane."""
@@ -56,10 +67,29 @@ def _send_after(after: list[tuple[Any, Any]]) -> None:
             log.warning("message after commit not delivered", target=repr(target), error=repr(exc))
 
 
+def _overtaken(actor: PersistentActor, name: str) -> bool:
+    """Whether a turn not yet committed (this one, or one in flight) set or cancelled
+    deadline ``name``: a fire of the stored one is then stale. The timers learn of the
+    change only at commit; if that commit fails, recovery re-arms what was stored."""
+    if (actor._p_deadlines and name in actor._p_deadlines) or (
+        actor._p_cancel and name in actor._p_cancel
+    ):
+        return True
+    flight = actor._p_flight
+    if flight:
+        for staged in flight:
+            request = staged.request
+            if name in request.deadlines_cancel or any(
+                d.name == name for d in request.deadlines_set
+            ):
+                return True
+    return False
+
+
 class _Staged:
     """What a committing actor waits for."""
 
-    __slots__ = ("actor", "after", "batch", "fired", "replies", "request")
+    __slots__ = ("actor", "after", "batch", "fired", "replies", "request", "void")
 
     def __init__(
         self,
@@ -76,13 +106,24 @@ class _Staged:
         self.replies = replies
         self.batch = batch
         self.fired = fired
+        # Set when an earlier commit of the same actor failed: this one is doomed too
+        # (its expected sequence cannot match) and was already answered.
+        self.void = False
 
 
 class PersistenceDriver:
-    def __init__(self, system: ActorSystem, journal: Journal, *, max_batch: int = 1000) -> None:
+    def __init__(
+        self,
+        system: ActorSystem,
+        journal: Journal,
+        *,
+        max_batch: int = 1000,
+        pipeline: int = PIPELINE_DEPTH,
+    ) -> None:
         self._system = system
         self._journal = journal
         self._max_batch = max_batch
+        self._pipeline = max(1, pipeline)
         self._pending: list[_Staged] = []
         self._writing = 0
         self._wake_writer = anyio.Event()
@@ -130,7 +171,7 @@ class PersistenceDriver:
             if type(message) is DurableFire:
                 if not system.timers.is_current_fire(
                     kind.name, actor._a_key, message.name, message.due
-                ):
+                ) or _overtaken(actor, message.name):
                     continue  # overtaken: replaced or cancelled since it fired
                 fired.append(message)
                 if actor._p_cancel is None:
@@ -155,19 +196,39 @@ class PersistenceDriver:
         system._replies = None
         system.dispatcher.handled += len(batch)
         request = self._stage(actor)
+        flight = actor._p_flight
         if request is None:
-            for reply, value in replies:
-                if reply is not None:
-                    deliver(reply, value)
-            self._tell_after(actor)
+            if flight:
+                # Earlier turns are still committing: what this turn answered may rest on
+                # their changes, so it goes out after them (read your writes).
+                tail = flight[-1]
+                tail.replies.extend(replies)
+                after, actor._p_after = actor._p_after, None
+                if after:
+                    if tail.after is None:
+                        tail.after = after
+                    else:
+                        tail.after.extend(after)
+            else:
+                for reply, value in replies:
+                    if reply is not None:
+                        deliver(reply, value)
+                self._tell_after(actor)
             if batch:
                 actor._a_fails = 0
             system._reschedule(actor)
             return
-        actor._a_state = ActorState.COMMITTING
         after, actor._p_after = actor._p_after, None
-        self._pending.append(_Staged(actor, request, replies, batch, fired, after))
+        staged = _Staged(actor, request, replies, batch, fired, after)
+        if flight is None:
+            actor._p_flight = flight = deque()
+        flight.append(staged)
+        self._pending.append(staged)
         self._wake_writer.set()
+        if len(flight) >= self._pipeline:
+            actor._a_state = ActorState.COMMITTING
+        else:
+            system._reschedule(actor)  # the next turn runs while this one commits
 
     def _stage(self, actor: PersistentActor) -> WriteRequest | None:
         events = actor._p_events
@@ -187,10 +248,16 @@ class PersistenceDriver:
             and actor._p_since_snapshot + len(encoded) >= kind.snapshot_every
         ):
             snapshot = encode(actor.snapshot())
+        expected_seq = actor._p_seq
+        actor._p_seq = expected_seq + len(encoded)
+        if snapshot is not None:
+            actor._p_since_snapshot = 0
+        else:
+            actor._p_since_snapshot += len(encoded)
         request = WriteRequest(
             kind=kind.name,
             key=actor._a_key,
-            expected_seq=actor._p_seq,
+            expected_seq=expected_seq,
             events=encoded,
             snapshot=snapshot,
             deadlines_set=[
@@ -256,11 +323,12 @@ class PersistenceDriver:
         kind, key = request.kind, request.key
         self.committed_requests += 1
         self.committed_events += len(request.events)
-        actor._p_seq = request.expected_seq + len(request.events)
-        if request.snapshot is not None:
-            actor._p_since_snapshot = 0
-        else:
-            actor._p_since_snapshot += len(request.events)
+        if staged.void:  # cannot happen with a journal that checks sequences
+            log.error("commit landed after an earlier one of its actor failed", kind=kind, key=key)
+            return
+        flight = actor._p_flight
+        if flight and flight[0] is staged:
+            flight.popleft()
         timers = system.timers
         fired = {f.name: f.due for f in staged.fired}
         for name in request.deadlines_cancel:
@@ -282,10 +350,12 @@ class PersistenceDriver:
         if actor._a_state == ActorState.COMMITTING:
             actor._a_state = READY
             system._reschedule(actor)
-        elif actor._a_state == STOPPED:
+        elif actor._a_state == STOPPED and not flight:
             system._call_on_stop(actor)
 
     def _commit_failed(self, staged: _Staged, error: BaseException) -> None:
+        if staged.void:
+            return  # answered when the earlier commit of its actor failed
         system = self._system
         actor = staged.actor
         log.warning(
@@ -296,23 +366,30 @@ class PersistenceDriver:
         )
         failure = CommitFailed(f"commit failed: {error}")
         failure.__cause__ = error
-        for reply, _ in staged.replies:
-            if reply is not None:
-                deliver(reply, failure)
-        # Tells nobody waits for are applied again after recovery; fired deadlines are
-        # armed again (their removal was not stored).
-        requeue_front(
-            actor,
-            [
+        # Every later turn of this actor still in flight built on this one: it fails too
+        # (its expected sequence no longer matches), so answer them all now, in order.
+        doomed = list(actor._p_flight or ())
+        if staged not in doomed:
+            doomed.insert(0, staged)
+        actor._p_flight = None
+        again: list[Any] = []
+        for each in doomed:
+            each.void = True
+            for reply, _ in each.replies:
+                if reply is not None:
+                    deliver(reply, failure)
+            # Tells nobody waits for are applied again after recovery; fired deadlines
+            # are armed again (their removal was not stored).
+            again.extend(
                 item
-                for item in staged.batch
+                for item in each.batch
                 if type(item) is not DurableFire
                 and (type(item) is not Envelope or item.reply is None)
-            ],
-        )
-        for fire in staged.fired:
-            system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
-        if actor._a_state == ActorState.COMMITTING:
+            )
+            for fire in each.fired:
+                system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
+        requeue_front(actor, again)
+        if actor._a_state in (ActorState.COMMITTING, READY):
             system._restart_later(actor, error)
         elif actor._a_state == STOPPED:
             system._call_on_stop(actor)

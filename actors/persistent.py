@@ -22,6 +22,7 @@ want snapshots, the snapshot type and cadence::
 
 from __future__ import annotations
 
+from collections import deque
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from .actor import Actor
@@ -61,6 +62,7 @@ class PersistentActor(Actor):
         "_p_deadlines",
         "_p_events",
         "_p_fired",
+        "_p_flight",
         "_p_idem",
         "_p_idem_new",
         "_p_outbox",
@@ -77,6 +79,8 @@ class PersistentActor(Actor):
 
     _p_seq: int
     _p_since_snapshot: int
+    #: This actor's turns whose commit is in flight, oldest first (None when none).
+    _p_flight: deque[Any] | None
     _p_events: list[Any] | None
     _p_deadlines: dict[str, float] | None
     _p_cancel: set[str] | None
@@ -105,7 +109,8 @@ class PersistentActor(Actor):
 
     @property
     def seq(self) -> int:
-        """Sequence number of the last committed event."""
+        """Sequence number of the last event this actor applied: committed, or in a
+        commit still in flight (whose replies wait for it)."""
         return self._p_seq
 
     def persist(self, event: Any) -> None:

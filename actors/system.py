@@ -91,6 +91,19 @@ class _PendingRequest:
             )
 
 
+_RESTART_POLL_S = 0.005
+
+
+def _in_flight(actor: Actor) -> bool:
+    """Whether a persistent actor has turns whose commit has not landed yet."""
+    return bool(getattr(actor, "_p_flight", None))
+
+
+def _at_rest(actor: Actor) -> bool:
+    """No mail and nothing in flight: the actor may be passivated."""
+    return not has_mail(actor) and not _in_flight(actor)
+
+
 class KindRuntime:
     """Everything the runtime keeps per actor kind: its config, codecs and the active
     actors (a dict in least-recently-used order when passivation is on)."""
@@ -366,6 +379,7 @@ class ActorSystem:
             actor._p_outbox = None
             actor._p_after = None
             actor._p_batch = None
+            actor._p_flight = None
             self.persistence.recover(actor)
         else:
             actor._a_state = READY
@@ -384,7 +398,7 @@ class ActorSystem:
     def _evict(self, kr: KindRuntime) -> None:
         """Passivate the least recently used idle actor of ``kr`` (if any)."""
         for actor in kr.active.values():
-            if actor._a_state == READY and not actor._a_sched and not has_mail(actor):
+            if actor._a_state == READY and not actor._a_sched and _at_rest(actor):
                 self._passivate(actor)
                 return
 
@@ -420,7 +434,7 @@ class ActorSystem:
             for actor in kr.active.values():
                 if actor._a_last > cutoff:
                     break  # LRU order: everything after is fresher
-                if actor._a_state == READY and not actor._a_sched and not has_mail(actor):
+                if actor._a_state == READY and not actor._a_sched and _at_rest(actor):
                     idle.append(actor)
             for actor in idle:
                 self._passivate(actor)
@@ -597,6 +611,20 @@ class ActorSystem:
         kr = old._a_kind
         if old._a_state != ActorState.BACKOFF or kr.active.get(old._a_key) is not old:
             return
+        if _in_flight(old):
+            # Commits of earlier turns are still in flight: recovering now would read a
+            # journal without them. Try again once they have landed (or failed).
+            self.timers.push(
+                TimerEntry(
+                    _CALL,
+                    "restart",
+                    "",
+                    self.clock.monotonic() + _RESTART_POLL_S,
+                    lambda: self._restart(old, error),
+                    False,
+                )
+            )
+            return
         self.restarts += 1
         self._call_on_stop(old)
         old._a_state = STOPPED
@@ -652,7 +680,7 @@ class ActorSystem:
         if actor._a_state == STOPPED:
             return
         kr = actor._a_kind
-        committing = actor._a_state == ActorState.COMMITTING
+        committing = actor._a_state == ActorState.COMMITTING or _in_flight(actor)
         actor._a_state = STOPPED
         if kr.active.get(actor._a_key) is actor:
             del kr.active[actor._a_key]

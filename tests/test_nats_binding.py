@@ -15,11 +15,13 @@ import msgspec
 import pytest
 from anyio.abc import TaskStatus
 
-from actors import Actor, ActorsError, ActorSystem, PersistentActor, SequenceConflict
+from actors import Actor, ActorsError, ActorState, ActorSystem, PersistentActor, SequenceConflict
+from actors.dispatcher import has_mail
 from actors.errors import NoResponders, RequestTimeout
 from actors.journal.base import WriteRequest
 from actors.journal.memory import MemoryJournal
 from actors.nats import NatsBinding, NatsServer, NatsTransport, Route, Routed
+from actors.persistence import PIPELINE_DEPTH
 from tests.nats_fixtures import nats_server_fixture, nats_url_fixture  # noqa: F401
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
@@ -234,7 +236,10 @@ async def test_replies_wait_for_commit_and_a_full_mailbox_answers_at_once(
 ) -> None:
     journal = GatedJournal()
     results: dict[int, bytes] = {}
-    async with node(nats_url, journal, kind="ledger") as (_, binding), client(nats_url) as c:
+    # While the first commit is held, the actor keeps taking turns until PIPELINE_DEPTH
+    # of them wait for their commits; then its mailbox (capacity 2) fills.
+    accepted = PIPELINE_DEPTH + 2
+    async with node(nats_url, journal, kind="ledger") as (system, binding), client(nats_url) as c:
 
         async def send(n: int) -> None:
             results[n] = await ask(c, "test.counters.L.add", b"1")
@@ -243,19 +248,23 @@ async def test_replies_wait_for_commit_and_a_full_mailbox_answers_at_once(
             tg.start_soon(send, 1)
             with anyio.fail_after(5):
                 await journal.writing.wait()  # request 1 is being committed
-            tg.start_soon(send, 2)
-            tg.start_soon(send, 3)
-            with anyio.fail_after(5):
-                while binding.stats.requests < 3:
-                    await anyio.sleep(0.001)
-            # Requests 2 and 3 fill the mailbox (capacity 2): the 4th is refused at once,
-            # while the commit of the 1st is still held.
+            ledger = system._lookup("ledger", "L")
+            assert ledger is not None
+            for n in range(2, accepted + 1):
+                tg.start_soon(send, n)
+                with anyio.fail_after(5):  # one turn per request: let it be taken
+                    while binding.stats.requests < n or (
+                        ledger._a_state == ActorState.READY and has_mail(ledger)
+                    ):
+                        await anyio.sleep(0.001)
+            assert ledger._a_state == ActorState.COMMITTING
+            # The next one is refused at once, while the commit of the 1st is still held.
             assert await ask(c, "test.counters.L.add", b"1") == b"err:Overloaded"
             assert binding.stats.rejected == 1
-            assert results == {}
-            assert binding.in_flight == 3
+            assert results == {}  # no reply before its commit
+            assert binding.in_flight == accepted
             journal.gate.set()
-    assert results == {1: b"ok:1", 2: b"ok:2", 3: b"ok:3"}
+    assert results == {n: f"ok:{n}".encode() for n in range(1, accepted + 1)}
 
 
 async def test_shutdown_waits_for_replies_in_flight(nats_url: str) -> None:

@@ -8,7 +8,7 @@ import anyio
 import msgspec
 import pytest
 
-from actors import Actor, ActorFailed, ActorState, DeadlineFired, PersistentActor
+from actors import Actor, ActorFailed, DeadlineFired, PersistentActor
 from actors.journal import MemoryJournal
 from actors.testkit import ActorTestKit
 
@@ -66,7 +66,7 @@ async def test_a_fire_overtaken_by_a_replacement_does_not_cancel_the_new_deadlin
         # The old deadline fires while a turn that replaces it is being committed.
         ref.tell(("at", "x", kit.clock.time() + 50))
         kit.system.persistence.turn(actor)  # type: ignore[union-attr]
-        assert actor._a_state == ActorState.COMMITTING
+        assert actor._p_flight  # the replacing turn is in flight
         kit.clock.set(10)
         kit.system.timers.fire_due()
         await kit.settle()

@@ -64,7 +64,7 @@ def tune_gc() -> None:
     that the collector would otherwise walk again and again, while its hot path
     allocates short-lived ones (messages, replies) by the hundred thousand a second: under
     a flash crowd the collections showed up as latency spikes (p99 of accepted joins
-    133 ms with the defaults, 46 ms with this). Freezing what is alive after the start
+    ~120 ms with the defaults, 50-65 ms with this). Freezing what is alive after the start
     takes it out of the collector's generations, and a larger first-generation
     threshold makes young collections rarer. Process-wide on purpose: it runs only in
     the command line's own processes, never in the library."""
