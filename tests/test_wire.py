@@ -343,6 +343,7 @@ def test_parse_time() -> None:
         "2023-11-14T24:00:00.000Z",
         "2023-13-01T00:00:00.000Z",
         "2023-11-14T22:13:20.123Z\n",
+        "\u0662\u0660\u0663\u0660-01-31T12:00:00.000Z",  # Arabic-Indic digits are not digits here
         "",
     ]:
         with pytest.raises(ValueError, match="time"):

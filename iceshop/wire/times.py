@@ -16,7 +16,7 @@ import time
 
 __all__ = ["format_time", "parse_time"]
 
-_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z")
+_TIME = re.compile(r"(\d{4})-(\d{2})-(\d{2})T(\d{2}):(\d{2}):(\d{2})(?:\.(\d{1,9}))?Z", re.ASCII)
 _MAX_EPOCH = 253402300799.999  # 9999-12-31T23:59:59.999Z
 
 
