@@ -19,7 +19,9 @@ and re-raised as one of these with ``raise ... from``.
     └── TransportError        the messaging layer failed (retryable)
         ├── NoResponders      nobody subscribes to the subject
         ├── RequestTimeout    no reply within the deadline
-        └── ConnectionClosed  the connection is closed or draining
+        ├── ConnectionClosed  the connection is closed or draining
+        └── NotPermitted      the server refused the login, or a publish or subscribe
+                              this user has no permission for (not retryable)
 
 ``retryable`` says whether repeating the same request (with the same idempotency key)
 may succeed.
@@ -38,6 +40,7 @@ __all__ = [
     "JournalError",
     "JournalUnavailable",
     "NoResponders",
+    "NotPermitted",
     "Overloaded",
     "RequestTimeout",
     "SequenceConflict",
@@ -122,3 +125,10 @@ class RequestTimeout(TransportError, TimeoutError):
 
 class ConnectionClosed(TransportError):
     """The connection to the messaging layer is closed or draining."""
+
+
+class NotPermitted(TransportError):
+    """The messaging server refused this client: a wrong or missing login, or a publish
+    or subscribe outside the user's permissions. Repeating it changes nothing."""
+
+    retryable = False

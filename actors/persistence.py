@@ -21,6 +21,7 @@ durable deadlines and lets them take their mail.
 from __future__ import annotations
 
 from collections import deque
+from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
 import anyio
@@ -32,6 +33,7 @@ from .envelope import Envelope
 from .errors import ActorsError, CommitFailed, DeadlineExceeded, JournalUnavailable
 from .journal.base import Deadline, Journal, Recovery, WriteRequest
 from .persistent import DeadlineFired, PersistentActor
+from .stats import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 from .timers import TimerEntry
 
 if TYPE_CHECKING:
@@ -134,6 +136,11 @@ class PersistenceDriver:
         self.committed_requests = 0
         self.committed_events = 0
         self.last_batch = 0
+        #: Write requests whose commit failed.
+        self.commit_failures = 0
+        #: Seconds per journal write, and write requests (turns) per write.
+        self.commit_seconds = Histogram(COMMIT_BUCKETS)
+        self.commit_batch = Histogram(BATCH_BUCKETS)
 
     @property
     def busy(self) -> bool:
@@ -195,6 +202,7 @@ class PersistenceDriver:
         system._current = None
         system._replies = None
         system.dispatcher.handled += len(batch)
+        kind.handled += len(batch)
         request = self._stage(actor)
         flight = actor._p_flight
         if request is None:
@@ -299,6 +307,7 @@ class PersistenceDriver:
             group = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self._writing = len(group)
+            started = perf_counter()
             try:
                 results: list[Any] = list(await self._journal.write([s.request for s in group]))
             except ActorsError as exc:
@@ -310,6 +319,8 @@ class PersistenceDriver:
                 self._writing = 0
             self.commits += 1
             self.last_batch = len(group)
+            self.commit_seconds.observe(perf_counter() - started)
+            self.commit_batch.observe(len(group))
             for staged, result in zip(group, results, strict=True):
                 if result is None:
                     self._committed(staged)
@@ -354,6 +365,7 @@ class PersistenceDriver:
             system._call_on_stop(actor)
 
     def _commit_failed(self, staged: _Staged, error: BaseException) -> None:
+        self.commit_failures += 1
         if staged.void:
             return  # answered when the earlier commit of its actor failed
         system = self._system

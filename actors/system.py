@@ -34,6 +34,7 @@ from .outbox import OutboxRelay, OutboxSink
 from .persistence import DurableFire, PersistenceDriver
 from .persistent import PersistentActor
 from .ref import ActorRef, _AskSlot
+from .stats import TURN_BUCKETS, Histogram, KindStats, RuntimeStats
 from .supervision import DeadLetters, backoff_delay, encode_payload
 from .timers import TimerEntry, TimerService
 
@@ -141,6 +142,13 @@ class KindRuntime:
         self.activations = 0
         self.passivations = 0
         self.spawned = False
+        #: Messages handled and handler failures (see :mod:`actors.stats`).
+        self.handled = 0
+        self.failed = 0
+        #: Messages refused or dropped by a full mailbox (the overflow policy).
+        self.overflows = 0
+        #: Seconds per turn, recorded by the dispatcher.
+        self.turn_seconds = Histogram(TURN_BUCKETS)
 
     def touch(self, actor: Actor) -> None:
         """Mark ``actor`` most recently used."""
@@ -150,6 +158,39 @@ class KindRuntime:
             del active[key]
             active[key] = actor
         actor._a_last = self.system.clock.monotonic()
+
+    def mailbox_depth(self) -> tuple[int, int]:
+        """Messages waiting in this kind's mailboxes and system lanes: in all, and in
+        the fullest actor. A walk over the active actors (for exporters, not hot paths)."""
+        total = 0
+        most = 0
+        for actor in self.active.values():
+            mail = actor._a_mail
+            lane = actor._a_sys
+            if mail is None and lane is None:
+                continue
+            n = 0 if mail is None else (len(mail) if type(mail) is deque else 1)
+            if lane is not None:
+                n += len(lane)
+            total += n
+            if n > most:
+                most = n
+        return total, most
+
+    def stats(self) -> KindStats:
+        total, most = self.mailbox_depth()
+        return KindStats(
+            kind=self.name,
+            handled=self.handled,
+            failed=self.failed,
+            overflows=self.overflows,
+            activations=self.activations,
+            passivations=self.passivations,
+            active=len(self.active),
+            mailbox_total=total,
+            mailbox_max=most,
+            turn_seconds=self.turn_seconds.snapshot(),
+        )
 
 
 class ActorSystem:
@@ -326,6 +367,28 @@ class ActorSystem:
     def is_active(self, kind: str, key: str) -> bool:
         return key in self.kind(kind).active
 
+    def stats(self) -> RuntimeStats:
+        """A snapshot of the runtime's counters (:mod:`actors.stats`). Registered kinds
+        only: one-off spawned actors are left out (each is a kind of its own)."""
+        persistence = self.persistence
+        timers = self.timers
+        return RuntimeStats(
+            node_id=self.node_id,
+            kinds=tuple(kr.stats() for kr in list(self._kinds.values()) if not kr.spawned),
+            turns=self.dispatcher.turns,
+            handled=self.dispatcher.handled,
+            restarts=self.restarts,
+            dead_letters=self.dead_letters.count,
+            timer_lag_seconds=timers.stats.lags.snapshot(),
+            timer_lag_max=timers.stats.max,
+            timers=len(timers),
+            commit_seconds=None if persistence is None else persistence.commit_seconds.snapshot(),
+            commit_batch=None if persistence is None else persistence.commit_batch.snapshot(),
+            committed_events=0 if persistence is None else persistence.committed_events,
+            commit_failures=0 if persistence is None else persistence.commit_failures,
+            outbox_published=self.outbox.published,
+        )
+
     # -- activation / passivation ------------------------------------------------------
 
     def _lookup(self, kind: str, key: str) -> Actor | None:
@@ -472,6 +535,7 @@ class ActorSystem:
 
     def _overflow(self, actor: Actor, item: Any) -> None:
         kr = actor._a_kind
+        kr.overflows += 1
         error = Overloaded(f"{kr.name}/{actor._a_key}: mailbox full ({kr.capacity})")
         policy = kr.overflow
         if policy is Overflow.REJECT:
@@ -555,6 +619,7 @@ class ActorSystem:
 
     def _failed(self, actor: Actor, item: Any, exc: Exception, batch: list[Any]) -> None:
         kr = actor._a_kind
+        kr.failed += 1
         env = item if type(item) is Envelope else Envelope(item)
         env.attempts += 1
         log.warning(

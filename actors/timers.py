@@ -29,6 +29,7 @@ import anyio
 import structlog
 
 from .clock import Clock
+from .stats import LAG_BUCKETS, Histogram
 
 __all__ = ["TimerEntry", "TimerService", "TimerStats"]
 
@@ -58,16 +59,19 @@ class TimerEntry:
 class TimerStats:
     """How late timers fire: count, max, and percentiles over the last ``window``."""
 
-    __slots__ = ("_recent", "count", "max")
+    __slots__ = ("_recent", "count", "lags", "max")
 
     def __init__(self, window: int = 100_000) -> None:
         self._recent: deque[float] = deque(maxlen=window)
         self.count = 0
         self.max = 0.0
+        #: Every lag since the start (or the last reset), in fixed buckets for exporters.
+        self.lags = Histogram(LAG_BUCKETS)
 
     def record(self, lag: float) -> None:
         self.count += 1
         self._recent.append(lag)
+        self.lags.observe(lag)
         if lag > self.max:
             self.max = lag
 
@@ -83,6 +87,7 @@ class TimerStats:
         self._recent.clear()
         self.count = 0
         self.max = 0.0
+        self.lags.reset()
 
 
 class TimerService:

@@ -31,6 +31,9 @@ BENCHMARKS = (
     "journal_throughput",
     "recovery",
     "flash_crowd",
+    "notify",
+    "metrics_overhead",
+    "fuzz",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent
 

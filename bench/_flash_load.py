@@ -65,6 +65,10 @@ class LoadSpec(msgspec.Struct, frozen=True, kw_only=True):
     join_prefix: str = "J"
     timeout_s: float = 10.0
     progress_every: int = 0
+    #: A NATS login for servers with users (nats.conf's "gateway" may send joins): the
+    #: user, and a file holding its password (never the password: the spec is argv).
+    nats_user: str = ""
+    nats_password_file: str = ""
 
 
 class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -177,9 +181,18 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     bodies = [join_body(spec, i) for i in range(spec.count)]
     join_ids = [f"{spec.join_prefix}{i}" for i in range(spec.count)]
     tally = _Tally(spec.progress_every)
+    user = spec.nats_user or None
     async with contextlib.AsyncExitStack() as stack:
         transports = [
-            await stack.enter_async_context(NatsTransport(spec.url, name=f"flash-load-{n}"))
+            await stack.enter_async_context(
+                NatsTransport(
+                    spec.url,
+                    name=f"flash-load-{n}",
+                    user=user,
+                    password_file=spec.nats_password_file or None,
+                    inbox_prefix=f"_INBOX_{user}" if user else None,
+                )
+            )
             for n in range(max(1, spec.connections))
         ]
         indexes = iter(range(spec.count))

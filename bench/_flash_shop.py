@@ -221,11 +221,14 @@ class NodeProcess(_ChildProcess):
         log_path: Path,
         *,
         readmodel_projector: str = "external",
+        extra_settings: dict[str, str] | None = None,
     ) -> None:
         super().__init__(log_path)
         self.nats_url = nats_url
         self.data_dir = data_dir
         self.readmodel_projector = readmodel_projector
+        #: More node settings, by name (e.g. ``{"metrics_port": "9464"}``).
+        self.extra_settings = dict(extra_settings or {})
         self.projector: ProjectorProcess | None = None
         if readmodel_projector == "external":
             projector_log = log_path.with_name(f"{log_path.stem}-projector{log_path.suffix}")
@@ -241,7 +244,9 @@ class NodeProcess(_ChildProcess):
         command = [sys.executable, "-m", "iceshop.node", "--nats", self.nats_url]
         command += ["--data", str(self.data_dir)]
         started = anyio.current_time()
-        await self._spawn(command, _settings_env(self.readmodel_projector))
+        env = _settings_env(self.readmodel_projector)
+        env.update({f"ICESHOP_{k.upper()}": v for k, v in self.extra_settings.items()})
+        await self._spawn(command, env)
         with anyio.move_on_after(ready_within_s):
             while True:
                 if self.died:

@@ -25,6 +25,7 @@ until it is active.
   crash may be there too (reported, not a fault).
 
     python -m bench.flash_crowd [--quick] [--mode crowd|crash|both] [--projector external|node]
+                                [--metrics off|on|compare]
 
 ``--projector`` says where the read model's projector runs: ``external`` (the default) in
 an ``iceshop projector`` process beside the node, on the same data directory, the node
@@ -33,6 +34,14 @@ that setting existed. The mode used is printed with the figures. In the crash mo
 the node is killed and restarted: the external projector keeps running, as it would when
 a node crashes in production.
 
+``--metrics on`` starts the node with its Prometheus endpoint (``metrics_port``) and
+scrapes it every second during the crowd, as a (busy) Prometheus would; the figures then
+include the scrapes and the node's own count of accepted joins, which must match the
+load's. ``--metrics compare`` then runs more crowds in the same run, without and with
+metrics alternately (3 of each; the first crowd is the warm-up), and reports the ratios
+of their medians (target: metrics cost under 10 %).
+The runtime's own counters are always on; ``bench.metrics_overhead`` measures those.
+
 Exits non-zero on any oversell, any acknowledged join lost, or a count that does not
 add up.
 """
@@ -40,6 +49,7 @@ add up.
 from __future__ import annotations
 
 import argparse
+import socket
 import sys
 import tempfile
 from collections.abc import AsyncIterator, Callable
@@ -49,17 +59,19 @@ from typing import Any
 
 import anyio
 import anyio.abc
+import httpx
 import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actors.nats import NatsServer, NatsTransport
-from bench._common import figure, ratio
+from bench._common import figure, median, ratio
 from bench._flash_load import LoadResult, LoadSpec
 from bench._flash_shop import REPO_ROOT, BenchError, NodeProcess, ShopClient, child_env
 
 __all__ = [
     "CrashResult",
     "CrowdResult",
+    "MetricsWatch",
     "Sizes",
     "crash",
     "crowd",
@@ -93,6 +105,17 @@ CRASH = Sizes(attempts=12_000, stock=8_000, kill_after=3_000, timeout_s=3.0)
 CRASH_QUICK = Sizes(attempts=2_000, stock=1_500, kill_after=500, timeout_s=3.0)
 
 
+class MetricsWatch(msgspec.Struct, frozen=True, kw_only=True):
+    """The node's ``/metrics`` scraped during the crowd (``--metrics on``)."""
+
+    scrapes: int
+    failed: int
+    scrape_p50_ms: float
+    scrape_max_ms: float
+    accepted: int
+    """``iceshop_joins_total{outcome="accepted"}`` after the crowd."""
+
+
 class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
     window_id: str
     quantity_total: int
@@ -113,6 +136,8 @@ class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
     """Acknowledged joins that are not among the held reservations."""
     held_unacked: int
     """Held reservations that no ``ok`` reply acknowledged."""
+    metrics: MetricsWatch | None = None
+    """The scrapes of the node's metrics endpoint, when it had one."""
 
     @property
     def oversell(self) -> int:
@@ -208,16 +233,18 @@ async def noop_responder(url: str) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def shop_environment(
-    workdir: Path, readmodel_projector: str = "external"
+    workdir: Path, readmodel_projector: str = "external", metrics_port: int = 0
 ) -> AsyncIterator[tuple[NatsServer, NodeProcess, ShopClient]]:
     """A nats-server, a node process (with its projector process when ``external``) and a
-    client connection; all stopped when left."""
+    client connection; all stopped when left. ``metrics_port``: the node's metrics
+    endpoint (0: none)."""
     async with NatsServer(jetstream=True, store_dir=workdir / "jetstream") as server:
         node = NodeProcess(
             server.url,
             workdir / "node",
             workdir / "node.log",
             readmodel_projector=readmodel_projector,
+            extra_settings={"metrics_port": str(metrics_port)},
         )
         async with NatsTransport(server.url, name="flash-bench") as transport:
             client = ShopClient(transport)
@@ -252,6 +279,61 @@ async def _prepare(
     return view, anyio.current_time() - started
 
 
+def free_port() -> int:
+    """A loopback TCP port that was free a moment ago."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port: int = probe.getsockname()[1]
+        return port
+
+
+SCRAPE_EVERY_S = 1.0
+_ACCEPTED_SERIES = 'iceshop_joins_total{outcome="accepted"} '
+
+
+class _Scraper:
+    """GETs the node's ``/metrics`` every :data:`SCRAPE_EVERY_S` until cancelled."""
+
+    def __init__(self, port: int) -> None:
+        self.url = f"http://127.0.0.1:{port}/metrics"
+        self.times_ms: list[float] = []
+        self.failed = 0
+        self.last = ""
+
+    async def scrape(self, http: httpx.AsyncClient) -> None:
+        started = anyio.current_time()
+        try:
+            response = await http.get(self.url)
+            response.raise_for_status()
+        except httpx.HTTPError:
+            self.failed += 1
+            return
+        self.times_ms.append(1000 * (anyio.current_time() - started))
+        self.last = response.text
+
+    async def run(self) -> None:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            while True:
+                await self.scrape(http)
+                await anyio.sleep(SCRAPE_EVERY_S)
+
+    async def result(self) -> MetricsWatch:
+        async with httpx.AsyncClient(timeout=10.0) as http:
+            await self.scrape(http)  # after the crowd: the final count
+        accepted = 0
+        for line in self.last.splitlines():
+            if line.startswith(_ACCEPTED_SERIES):
+                accepted = round(float(line.removeprefix(_ACCEPTED_SERIES)))
+        times = sorted(self.times_ms) or [0.0]
+        return MetricsWatch(
+            scrapes=len(self.times_ms),
+            failed=self.failed,
+            scrape_p50_ms=median(times),
+            scrape_max_ms=times[-1],
+            accepted=accepted,
+        )
+
+
 # -- modes -------------------------------------------------------------------------------
 
 
@@ -261,18 +343,26 @@ async def crowd(
     *,
     ceiling: bool = True,
     readmodel_projector: str = "external",
+    metrics: bool = False,
     echo: Echo = print,
 ) -> CrowdResult:
-    """The crowd mode (see the module docstring), its files under ``workdir``."""
-    async with shop_environment(workdir, readmodel_projector) as (server, node, client):
+    """The crowd mode (see the module docstring), its files under ``workdir``; with
+    ``metrics`` the node serves ``/metrics`` and it is scraped during the crowd."""
+    port = free_port() if metrics else 0
+    async with shop_environment(workdir, readmodel_projector, port) as (server, node, client):
         view, setup_s = await _prepare(node, client, sizes)
         window_id = view["window_id"]
         echo(f"window {window_id}: quantity_total {view['quantity_total']}, setup {setup_s:.1f}s")
         cpu_before = await node.cpu_seconds()
         projector_before = await node.projector_cpu_seconds()
-        load = await run_load_process(
-            _spec(server.url, f"iceshop.windows.{window_id}.join", sizes), workdir
-        )
+        spec = _spec(server.url, f"iceshop.windows.{window_id}.join", sizes)
+        scraper = _Scraper(port) if metrics else None
+        async with anyio.create_task_group() as tg:
+            if scraper is not None:
+                tg.start_soon(scraper.run)
+            load = await run_load_process(spec, workdir)
+            tg.cancel_scope.cancel()
+        watch = None if scraper is None else await scraper.result()
         cpu_after = await node.cpu_seconds()
         projector_after = await node.projector_cpu_seconds()
         if node.died:
@@ -308,6 +398,7 @@ async def crowd(
         held_quantity=held.held_quantity,
         acked_missing=len(acked - held.held_join_ids),
         held_unacked=len(held.held_join_ids - acked),
+        metrics=watch,
     )
 
 
@@ -441,6 +532,14 @@ def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
                 "no-op",
             )
         )
+    if r.metrics is not None:
+        m = r.metrics
+        echo(figure("metrics scrapes during the crowd", m.scrapes, "scrapes"))
+        echo(figure("metrics scrape p50", m.scrape_p50_ms, "ms"))
+        echo(figure("metrics scrape max", m.scrape_max_ms, "ms"))
+        echo(figure("metrics accepted joins", m.accepted, "joins"))
+        if m.failed or m.accepted != load.ok:
+            echo(f"!! metrics: {m.failed} failed scrapes; {m.accepted} accepted vs {load.ok} ok")
     if not r.consistent:
         echo("!! the window's reservations do not match the acknowledged joins")
     return r.consistent
@@ -463,16 +562,91 @@ def report_crash(r: CrashResult, sizes: Sizes, echo: Echo = print) -> bool:
     return r.lost == 0 and r.oversell == 0 and r.view_reserved == r.held_quantity
 
 
+COMPARE_PAIRS = 3
+"""Crowds with metrics off and on in ``--metrics compare`` (a crowd's selling phase lasts
+seconds, so one pair alone says little)."""
+
+
+def _one_line(label: str, r: CrowdResult) -> str:
+    cpu = (
+        ""
+        if r.node_cpu_s is None
+        else f", node CPU {_percent(r.node_cpu_s, r.load.elapsed_s):.0f} %"
+    )
+    return (
+        f"{label}: accepted {r.load.ok_per_s:,.0f} joins/s, "
+        f"all replies {r.load.replies_per_s:,.0f}/s{cpu}"
+    )
+
+
+async def compare_metrics(
+    sizes: Sizes,
+    workdir: Path,
+    readmodel_projector: str,
+    pairs: int,
+    echo: Echo = print,
+) -> bool:
+    """Crowds without and with metrics, alternating (off on, on off, ...; the crowd run
+    before them is the warm-up), and the ratios of their medians."""
+    echo(f"-- metrics off vs on: {pairs} crowds each, alternating; /metrics scraped every 1 s")
+    runs: dict[bool, list[CrowdResult]] = {False: [], True: []}
+    good = True
+    order = [on for i in range(pairs) for on in ((False, True) if i % 2 == 0 else (True, False))]
+    for n, on in enumerate(order):
+        where = workdir / f"crowd-{n}-{'on' if on else 'off'}"
+        await anyio.Path(where).mkdir()
+        r = await crowd(
+            sizes,
+            where,
+            ceiling=False,
+            readmodel_projector=readmodel_projector,
+            metrics=on,
+            echo=lambda _line: None,
+        )
+        runs[on].append(r)
+        good &= r.consistent
+        echo(_one_line(f"metrics {'on ' if on else 'off'}", r))
+        if r.metrics is not None and (r.metrics.failed or r.metrics.accepted != r.load.ok):
+            echo(f"!! metrics: {r.metrics.failed} failed scrapes; {r.metrics.accepted} accepted")
+            good = False
+    for name, value in (("accepted joins", "ok_per_s"), ("all replies", "replies_per_s")):
+        on_median = median([getattr(r.load, value) for r in runs[True]])
+        off_median = median([getattr(r.load, value) for r in runs[False]])
+        echo(
+            ratio(
+                f"flash crowd {name}, metrics on vs off",
+                on_median,
+                off_median,
+                "metrics off",
+                target=0.9,
+            )
+        )
+    return good
+
+
 async def main_async(
-    quick: bool, mode: str, workdir: Path, readmodel_projector: str = "external"
+    quick: bool,
+    mode: str,
+    workdir: Path,
+    readmodel_projector: str = "external",
+    metrics: str = "off",
 ) -> bool:
     good = True
     if mode in ("crowd", "both"):
         sizes = CROWD_QUICK if quick else CROWD
         print("-- crowd: joins to one hot window, then the same load on a no-op responder")
         await anyio.Path(workdir / "crowd").mkdir()
-        result = await crowd(sizes, workdir / "crowd", readmodel_projector=readmodel_projector)
+        result = await crowd(
+            sizes,
+            workdir / "crowd",
+            readmodel_projector=readmodel_projector,
+            metrics=metrics == "on",
+        )
         good &= report_crowd(result, sizes)
+        if metrics == "compare":
+            good &= await compare_metrics(
+                sizes, workdir, readmodel_projector, pairs=2 if quick else COMPARE_PAIRS
+            )
     if mode in ("crash", "both"):
         sizes = CRASH_QUICK if quick else CRASH
         print("-- crash: SIGKILL the node mid-crowd, restart it, look for every acknowledged join")
@@ -492,10 +666,18 @@ def main(argv: list[str] | None = None) -> int:
         default="external",
         help="where the read model's projector runs (default: its own process)",
     )
+    parser.add_argument(
+        "--metrics",
+        choices=("off", "on", "compare"),
+        default="off",
+        help="the node's /metrics endpoint, scraped every second; compare: off, then on",
+    )
     args = parser.parse_args(argv)
     try:
         with tempfile.TemporaryDirectory(prefix="flash-crowd-") as tmp:
-            good = anyio.run(main_async, args.quick, args.mode, Path(tmp), args.projector)
+            good = anyio.run(
+                main_async, args.quick, args.mode, Path(tmp), args.projector, args.metrics
+            )
     except BenchError as exc:
         print(f"!! flash_crowd: {exc}", flush=True)
         return 1

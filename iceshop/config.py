@@ -6,12 +6,22 @@ TOML has types, so a file's values must already have the setting's type (``shard
 converted on its own to its setting's type, and a failure names the variable as well as
 the key. Durations must be finite: ``inf`` is a valid TOML and Python float but not a
 time anything can wait for.
+
+A few ``ICESHOP_`` variables are secrets, not settings, and are skipped here:
+``ICESHOP_NATS_PASSWORD`` (the password of ``nats_user``, read where the connection is
+made, :mod:`iceshop.connection`) and the ``ICESHOP_NATS_<ROLE>_PASSWORD`` variables that
+nats-server's config reads, which may well be in the same environment; and
+``ICESHOP_TOKEN``, the credential of the client verbs (:mod:`iceshop.cli.client`); and
+``ICESHOP_WHATSAPP_TOKEN``, ``ICESHOP_WHATSAPP_APP_SECRET`` and
+``ICESHOP_WHATSAPP_VERIFY_TOKEN``, the Cloud API's token and the status receiver's
+secrets (:mod:`iceshop.notify.service`).
 """
 
 from __future__ import annotations
 
 import math
 import os
+import re
 import tomllib
 from collections.abc import Mapping
 from pathlib import Path
@@ -24,6 +34,11 @@ from iceshop.settings import Settings
 __all__ = ["ConfigError", "load_settings"]
 
 ENV_PREFIX = "ICESHOP_"
+#: ``ICESHOP_`` variables that hold secrets rather than settings (see the docstring).
+NOT_SETTINGS = re.compile(
+    r"ICESHOP_NATS_(?:[A-Z0-9_]+_)?PASSWORD|ICESHOP_TOKEN"
+    r"|ICESHOP_WHATSAPP_(?:TOKEN|APP_SECRET|VERIFY_TOKEN)"
+)
 
 
 class ConfigError(ValueError):
@@ -44,7 +59,7 @@ def _from_env(environ: Mapping[str, str]) -> dict[str, Any]:
     known = _fields()
     values: dict[str, Any] = {}
     for name, value in environ.items():
-        if not name.startswith(ENV_PREFIX):
+        if not name.startswith(ENV_PREFIX) or NOT_SETTINGS.fullmatch(name):
             continue
         key = name[len(ENV_PREFIX) :].lower()
         if key not in known:

@@ -1,9 +1,11 @@
 """The decision actor: one campaign decision, stored and served (kind ``decision``).
 
 The campaign decides; this actor keeps the record that ``decisions.<id>.get`` returns,
-so reads never touch the campaign singleton. It is persistent and small: the decision
-view, plus the two things that change after the decision was made: the offer's status
-(approved, rejected, expired) and the window that was eventually created.
+so reads never touch the campaign singleton. With authentication on, a decision is for
+admins and for the seller its offer went to (the owner, which only this actor knows).
+It is persistent and small: the decision view, plus the two things that change after
+the decision was made: the offer's status (approved, rejected, expired) and the window
+that was eventually created.
 
 It also emits ``<prefix>.events.decision.<id>.made`` (the decision without its inputs)
 in the same commit that first stores the decision: the event can never announce a
@@ -21,7 +23,13 @@ import structlog
 
 from actors import PersistentActor
 from iceshop.events import emit_event
-from iceshop.protocol import OfferStatusChanged, RecordDecision, Request, WindowLinked
+from iceshop.protocol import (
+    OfferStatusChanged,
+    Principal,
+    RecordDecision,
+    Request,
+    WindowLinked,
+)
 from iceshop.settings import Settings
 from iceshop.wire import (
     CommandKind,
@@ -85,7 +93,11 @@ class DecisionActor(PersistentActor):
 
     def receive(self, message: Any) -> Any:
         match message:
-            case Request(kind=CommandKind.DECISION_GET):
+            case Request(kind=CommandKind.DECISION_GET, principal=principal):
+                if not self._may_read(principal):
+                    return ShopError(
+                        ErrorCode.FORBIDDEN, "a decision is for admins and its offer's seller"
+                    )
                 if self.view is None:
                     return ShopError(ErrorCode.UNKNOWN_DECISION, f"no decision {self.key!r}")
                 return self.view
@@ -101,6 +113,14 @@ class DecisionActor(PersistentActor):
             case _:
                 raise TypeError(f"decision: unexpected message {message!r}")
         return None
+
+    def _may_read(self, principal: Principal | None) -> bool:
+        """Admins read every decision; a seller only one whose offer is its own (so
+        not a decision without an offer, nor one that does not exist)."""
+        if principal is None or principal.role == "admin":
+            return True
+        offer = None if self.view is None else self.view.offer
+        return principal.role == "seller" and offer is not None and offer.seller_id == principal.sub
 
     def _record(self, view: Any) -> None:
         if not isinstance(view, DecisionView) or view.decision_id != self.key:

@@ -31,6 +31,7 @@ import structlog
 
 import iceshop
 from actors.nats import NatsServer, NatsServerNotFound, free_port
+from iceshop.auth import provision
 from iceshop.cli import build_parser, main
 from iceshop.cli.client import (
     DEFAULT_NATS_URL,
@@ -160,6 +161,12 @@ CASES: list[tuple[list[str], str, dict[str, Any]]] = [
         {"reason": "duplicate listing"},
     ),
     (["cluster", "status"], "iceshop.cluster.status", {}),
+    (
+        words("admin apikey create K1 --role seller --principal S1 --note 'ERP sync'"),
+        "iceshop.admin.apikeys.K1.create",
+        {"role": "seller", "principal": "S1", "note": "ERP sync"},
+    ),
+    (["admin", "apikey", "revoke", "K1"], "iceshop.admin.apikeys.K1.revoke", {}),
 ]
 
 
@@ -490,7 +497,7 @@ def test_up_serves_client_verbs_and_stops_cleanly_on_ctrl_c(tmp_path: Path) -> N
         pid = int(re.search(r"nats-server pid (\d+)", "\n".join(head)).group(1))  # type: ignore[union-attr]
         url = (tmp_path / "data" / "nats.url").read_text().strip()
         assert any(url in line for line in head)
-        assert any(line.split()[:2] == ["auth", "OFF:"] for line in head)
+        assert any(line.split()[:2] == ["auth", "on:"] for line in head)
         repo_conf = REPO / "nats.conf"
         if repo_conf.is_file():
             assert any(str(repo_conf) in line for line in head)
@@ -578,9 +585,16 @@ def test_node_refuses_a_bad_setting_naming_its_key(tmp_path: Path) -> None:
 
 @pytest.mark.integration
 def test_node_serves_until_sigterm_and_locks_its_data_dir(
-    nats_server: NatsServer, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    nats_server: NatsServer,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
+    monkeypatch.chdir(tmp_path)  # no ./data/auth/admin.token to find by itself
+    monkeypatch.delenv("ICESHOP_TOKEN", raising=False)
     data = tmp_path / "node"
+    # Authentication on (the default): keys in <data>/auth/keys, where the node looks.
+    admin = ["--token", provision(data).admin_token]
     argv = ["node", "--nats", nats_server.url, "--data", str(data), "--node-id", "solo"]
     errors = (tmp_path / "node.err").open("w")
     proc = subprocess.Popen(
@@ -591,8 +605,12 @@ def test_node_serves_until_sigterm_and_locks_its_data_dir(
         stderr=errors,
     )
     try:
-        assert read_until(proc, "node solo ready")[-1] == "node solo ready"
-        assert main(["--nats", nats_server.url, "--json", "cluster", "status"]) == 0
+        head = read_until(proc, "node solo ready")
+        assert head[-1] == "node solo ready"
+        assert any(line.split()[:2] == ["auth", "on:"] for line in head), head
+        assert main(["--nats", nats_server.url, "cluster", "status"]) == 1  # no token
+        assert "unauthorized" in capsys.readouterr().err
+        assert main(["--nats", nats_server.url, *admin, "--json", "cluster", "status"]) == 0
         status = json.loads(capsys.readouterr().out)
         assert status["nodes"][0]["node_id"] == "solo"
 
@@ -605,4 +623,4 @@ def test_node_serves_until_sigterm_and_locks_its_data_dir(
         errors.close()
     assert code == 0, (tmp_path / "node.err").read_text()
     assert "stopping the node" in out
-    assert main(["--nats", nats_server.url, "cluster", "status"]) == 3
+    assert main(["--nats", nats_server.url, *admin, "cluster", "status"]) == 3

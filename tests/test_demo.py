@@ -82,7 +82,9 @@ class Shop:
 @pytest.fixture
 async def shop(tmp_path: Path) -> AsyncIterator[Shop]:
     with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
-        settings = TIMINGS.settings(nats_url=server.url, data_dir=str(tmp_path / "node"))
+        settings = TIMINGS.settings(
+            nats_url=server.url, data_dir=str(tmp_path / "node"), auth="off"
+        )
         clock = VirtualClock(start=0.0, epoch=1_800_000_000.0)
         async with (
             ShopNode(settings, clock=clock) as node,

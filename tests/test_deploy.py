@@ -10,6 +10,7 @@ too.
 from __future__ import annotations
 
 import json
+import os
 import re
 import shutil
 import socket
@@ -29,6 +30,7 @@ import pytest
 from actors import VirtualClock
 from actors.errors import TransportError
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport, find_nats_server, free_port
+from iceshop.cli.secrets import NATS_ROLES, password_env
 from iceshop.config import load_settings
 from iceshop.node import ShopNode
 from iceshop.node.app import NOTIFICATION_STREAM
@@ -58,14 +60,25 @@ CONTRACT_SETTINGS = [
 
 # -- nats-server configs --------------------------------------------------------------------
 
+#: The passwords the configs' users read from the environment.
+PASSWORDS = {password_env(role): f"test-{role}-password" for role in NATS_ROLES}
+NODE_LOGIN = {
+    "user": "node",
+    "password": PASSWORDS[password_env("node")],
+    "inbox_prefix": "_INBOX_node",
+}
 
-def nats_server_test(path: Path) -> subprocess.CompletedProcess[str]:
+
+def nats_server_test(
+    path: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [find_nats_server(), "-t", "-c", str(path)],
         capture_output=True,
         text=True,
         timeout=30,
         check=False,
+        env={**os.environ, **(PASSWORDS if env is None else env)},
     )
 
 
@@ -84,6 +97,26 @@ def test_nats_server_accepts_the_config(path: Path) -> None:
     result = nats_server_test(path)
     assert result.returncode == 0, result.stderr + result.stdout
     assert "is valid" in result.stderr + result.stdout
+
+
+@pytest.mark.parametrize("path", NATS_CONFIGS, ids=lambda p: p.relative_to(ROOT).as_posix())
+def test_a_config_without_its_passwords_does_not_start(path: Path) -> None:
+    """No password has a default: a server started without them refuses to run."""
+    env = {k: v for k, v in PASSWORDS.items() if k != password_env("gateway")}
+    result = nats_server_test(path, env)
+    assert result.returncode != 0
+    assert "ICESHOP_NATS_GATEWAY_PASSWORD" in result.stderr + result.stdout
+
+
+def test_the_cluster_users_are_those_of_nats_conf() -> None:
+    """deploy/cluster/users.inc is nats.conf's authorization block, word for word."""
+    conf = (ROOT / "nats.conf").read_text()
+    users = (CLUSTER / "users.inc").read_text()
+    block = conf[conf.index("\nauthorization {") :]
+    assert block.count("\nauthorization {") == 1 and block.rstrip().endswith("}")
+    assert users[users.index("\nauthorization {") :] == block
+    for n in (1, 2, 3):
+        assert re.search(r"^include \./users\.inc$", (CLUSTER / f"n{n}.conf").read_text(), re.M)
 
 
 def test_nats_server_t_refuses_a_broken_config(tmp_path: Path) -> None:
@@ -105,7 +138,9 @@ def get_json(url: str) -> dict[str, Any]:
 def test_nats_conf_limits_apply_when_the_launcher_adds_its_options(tmp_path: Path) -> None:
     """``iceshop up`` passes -sd, -p, -m and -n on top of the file; all of it must hold."""
     store = tmp_path / "js"
-    with NatsServer(config=ROOT / "nats.conf", monitor_port=0, store_dir=store) as server:
+    with NatsServer(
+        config=ROOT / "nats.conf", monitor_port=0, store_dir=store, env=PASSWORDS
+    ) as server:
         assert server.monitor_url is not None
         varz = get_json(server.monitor_url + "/varz")
     assert varz["port"] == server.port and varz["server_name"] == server.name
@@ -189,7 +224,13 @@ def cluster_servers(tmp_path: Path) -> tuple[list[NatsServer], str]:
     confs = cluster_confs()
     if ports_free(p for c in confs for p in (c.client, c.monitor, c.cluster)):
         servers = [
-            NatsServer(config=c.path, port=c.client, name=c.name, store_dir=tmp_path / c.name)
+            NatsServer(
+                config=c.path,
+                port=c.client,
+                name=c.name,
+                store_dir=tmp_path / c.name,
+                env=PASSWORDS,
+            )
             for c in confs
         ]
         return servers, "ports of the files"
@@ -203,6 +244,7 @@ def cluster_servers(tmp_path: Path) -> tuple[list[NatsServer], str]:
             cluster_name=c.cluster_name,
             cluster_port=cluster_ports[i],
             routes=[f"nats://127.0.0.1:{p}" for j, p in enumerate(cluster_ports) if j != i],
+            env=PASSWORDS,
         )
         for i, c in enumerate(confs)
     ]
@@ -233,7 +275,10 @@ async def test_a_window_lives_its_life_on_the_three_server_cluster(tmp_path: Pat
         for server in servers:
             await stack.enter_async_context(server)
         urls = [s.url for s in servers]
-        transport = await stack.enter_async_context(NatsTransport(urls, reconnect_time_wait=0.05))
+        # Everything below runs as the node user: the only one that may create streams.
+        transport = await stack.enter_async_context(
+            NatsTransport(urls, reconnect_time_wait=0.05, **NODE_LOGIN)
+        )
         # Three replicas: every event survives the loss of any one server. The node
         # leaves streams that exist as they are.
         outbox = JetStreamOutbox(transport, timeout=1.0)
@@ -243,11 +288,15 @@ async def test_a_window_lives_its_life_on_the_three_server_cluster(tmp_path: Pat
                 NOTIFICATION_STREAM, ["iceshop.notifications.>"], replicas=3
             )
         )
+        password_file = tmp_path / "node.password"
+        password_file.write_text(NODE_LOGIN["password"] + "\n")
         settings = Settings(
             nats_url=",".join(urls),
             data_dir=str(tmp_path / "node"),
             node_id="node-1",
             auth="off",
+            nats_user="node",
+            nats_password_file=str(password_file),
             stream_replicas=3,
             campaign_min_quantity=3,
             campaign_interval_s=INTERVAL,
@@ -363,7 +412,7 @@ def test_example_node_toml_sets_every_setting_and_loads() -> None:
     assert (settings.data_dir, settings.node_id, settings.auth) == (
         "/var/lib/iceshop",
         "node-1",
-        "off",
+        "on",
     )
     # Environment variables override the file, as the systemd unit and compose rely on.
     override = load_settings(path, environ={"ICESHOP_NODE_ID": "node-2"})

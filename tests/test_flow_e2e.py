@@ -35,6 +35,7 @@ async def shop(tmp_path: Path) -> AsyncIterator[VirtualShop]:
             nats_url=server.url,
             data_dir=str(tmp_path / "node"),
             node_id="n1",
+            auth="off",  # this file is about the flow; tests/test_auth_node.py has auth on
             campaign_min_quantity=3,
             campaign_interval_s=INTERVAL,
             campaign_cooldown_s=3600,

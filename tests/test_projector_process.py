@@ -101,6 +101,7 @@ async def test_external_mode_projects_only_with_the_projector_process(
         nats_url=nats_server.url,
         data_dir=str(data),
         node_id="n1",
+        auth="off",
         readmodel_projector="external",
         campaign_min_quantity=1,
         campaign_interval_s=0.2,

@@ -26,6 +26,7 @@ EXPECTED = {
     "JournalError",
     "JournalUnavailable",
     "NoResponders",
+    "NotPermitted",
     "OutboxEntry",
     "OutboxSink",
     "Overflow",
@@ -59,6 +60,8 @@ def test_error_tree_roots_in_actors_error_and_marks_retryable() -> None:
     assert actors.Overloaded.retryable and actors.TransportError.retryable
     assert not actors.ActorStopped.retryable and not actors.SequenceConflict.retryable
     assert issubclass(actors.AskTimeout, TimeoutError)
+    assert issubclass(actors.NotPermitted, actors.TransportError)
+    assert not actors.NotPermitted.retryable  # a refused login or subject stays refused
 
 
 def test_subpackages_re_export_their_surface() -> None:

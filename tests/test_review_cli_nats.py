@@ -101,7 +101,9 @@ def test_the_environment_overrides_a_bad_file_value(tmp_path: Path) -> None:
 @pytest.mark.integration
 async def test_a_node_without_jetstream_fails_with_a_runtime_error(tmp_path: Path) -> None:
     async with NatsServer(jetstream=False) as server:
-        settings = Settings(nats_url=server.url, data_dir=str(tmp_path / "n"), node_id="n1")
+        settings = Settings(
+            nats_url=server.url, data_dir=str(tmp_path / "n"), node_id="n1", auth="off"
+        )
         node = ShopNode(settings)
         node.stream_timeout = 0.3
         with anyio.fail_after(10):

@@ -33,6 +33,7 @@ from iceshop.wire import (
     ClusterStatus,
     ClusterStatusReply,
     CommandKind,
+    CreateApiKey,
     DecisionMade,
     DecisionView,
     DemandUpdated,
@@ -55,6 +56,7 @@ from iceshop.wire import (
     RejectOffer,
     ReservationsReply,
     ReservationView,
+    RevokeApiKey,
     Route,
     ShardStatus,
     ShopError,
@@ -127,6 +129,8 @@ MINIMAL: dict[CommandKind, tuple[dict[str, Any], msgspec.Struct]] = {
     K.OFFER_REJECT: ({}, RejectOffer()),
     K.ADMIN_WINDOW_CANCEL: ({"reason": "fraud"}, AdminCancelWindow(reason="fraud")),
     K.CLUSTER_STATUS: ({}, ClusterStatus()),
+    K.APIKEY_CREATE: ({"role": "gateway"}, CreateApiKey(role="gateway")),
+    K.APIKEY_REVOKE: ({}, RevokeApiKey()),
 }
 
 # Every field given, none left to its default.
@@ -178,6 +182,10 @@ FULL: dict[CommandKind, tuple[dict[str, Any], msgspec.Struct]] = {
     K.WINDOWS_LIST: (
         {"state": "active", "product_id": "p1", "seller_id": "s1", "limit": 1, "cursor": "c"},
         ListWindows(state="active", product_id="p1", seller_id="s1", limit=1, cursor="c"),
+    ),
+    K.APIKEY_CREATE: (
+        {"role": "seller", "principal": "S1", "note": "ERP sync"},
+        CreateApiKey(role="seller", principal="S1", note="ERP sync"),
     ),
 }
 
@@ -589,7 +597,7 @@ def test_body_may_not_repeat_the_subject_id(kind: CommandKind) -> None:
 
 
 STRING_FIELDS = {"name", "title", "reason", "cursor", "join_id", "buyer_id", "intent_id"}
-STRING_FIELDS |= {"product_id", "seller_id"}
+STRING_FIELDS |= {"product_id", "seller_id", "principal", "note"}
 
 BOOL_FIELDS = {"whatsapp_opt_in", "auto_approve"}
 
@@ -599,9 +607,9 @@ def wrong_values(field: str) -> list[Any]:
     wrong: list[Any] = [[], {}, [1]]
     if field not in BOOL_FIELDS:
         wrong.append(True)
-    if field not in STRING_FIELDS | {"phone", "locale", "currency", "state"}:
+    if field not in STRING_FIELDS | {"phone", "locale", "currency", "state", "role"}:
         wrong.append("7")
-    if field in STRING_FIELDS | BOOL_FIELDS | {"phone", "locale", "currency", "state"}:
+    if field in STRING_FIELDS | BOOL_FIELDS | {"phone", "locale", "currency", "state", "role"}:
         wrong.append(7)
     return wrong
 

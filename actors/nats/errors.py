@@ -8,6 +8,7 @@ children::
     nats.errors.NoRespondersError, nats.js.errors.NoStreamResponseError -> NoResponders
     nats.errors.TimeoutError (and asyncio timeouts inside the client)  -> RequestTimeout
     nats.errors.ConnectionClosedError, ConnectionDrainingError         -> ConnectionClosed
+    an "Authorization Violation" (login), a "Permissions Violation"    -> NotPermitted
     any other nats.errors.Error, OSError                               -> TransportError
 
 Errors that already belong to the runtime (:class:`~actors.errors.ActorsError`) pass
@@ -22,9 +23,22 @@ from contextlib import contextmanager
 import nats.errors
 import nats.js.errors
 
-from ..errors import ActorsError, ConnectionClosed, NoResponders, RequestTimeout, TransportError
+from ..errors import (
+    ActorsError,
+    ConnectionClosed,
+    NoResponders,
+    NotPermitted,
+    RequestTimeout,
+    TransportError,
+)
 
-__all__ = ["map_error", "mapped_errors"]
+__all__ = ["is_login_refused", "is_permission_violation", "map_error", "mapped_errors"]
+
+#: What the server's -ERR says when a publish or subscribe is outside the user's rights
+#: (nats-py passes it on in lower case).
+PERMISSIONS_VIOLATION = "permissions violation"
+#: ... and when it refuses the login (a wrong or missing user, password or token).
+AUTHORIZATION_VIOLATION = "authorization violation"
 
 
 def map_error(exc: BaseException, what: str = "") -> ActorsError | None:
@@ -40,9 +54,25 @@ def map_error(exc: BaseException, what: str = "") -> ActorsError | None:
         return RequestTimeout(f"{prefix}{detail}")
     if isinstance(exc, nats.errors.ConnectionClosedError | nats.errors.ConnectionDrainingError):
         return ConnectionClosed(f"{prefix}{detail}")
+    if is_login_refused(exc) or is_permission_violation(exc):
+        return NotPermitted(f"{prefix}{detail}")
     if isinstance(exc, nats.errors.Error | OSError):
         return TransportError(f"{prefix}{detail}")
     return None
+
+
+def is_login_refused(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing the login (nats-py raises a plain error for
+    it on the first connect and ``AuthorizationError`` later)."""
+    return isinstance(exc, nats.errors.AuthorizationError) or (
+        isinstance(exc, nats.errors.Error) and AUTHORIZATION_VIOLATION in str(exc).lower()
+    )
+
+
+def is_permission_violation(exc: BaseException) -> bool:
+    """Whether ``exc`` is the server refusing a publish or subscribe (nats-py reports it
+    as a plain error to the error callback and keeps the connection)."""
+    return isinstance(exc, nats.errors.Error) and PERMISSIONS_VIOLATION in str(exc).lower()
 
 
 @contextmanager

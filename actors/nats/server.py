@@ -32,7 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Self
@@ -122,6 +122,9 @@ class NatsServer:
     restart). ``monitor_port`` ``0`` picks a free port; ``None`` disables monitoring.
     ``cluster_port`` (``0`` picks one), ``cluster_name`` and ``routes`` make the server
     a cluster member. ``config`` is passed as ``-c``; command-line options win over it.
+    ``env`` adds variables to the server's environment (this process's, plus these): a
+    config refers to them as ``$NAME``, which keeps secrets such as passwords out of the
+    file and off the command line.
     """
 
     def __init__(
@@ -138,6 +141,7 @@ class NatsServer:
         cluster_port: int | None = None,
         routes: Sequence[str] = (),
         extra_args: Sequence[str] = (),
+        env: Mapping[str, str] | None = None,
         binary: str | None = None,
         start_timeout: float = 10.0,
         stop_timeout: float = 10.0,
@@ -153,6 +157,7 @@ class NatsServer:
         self.cluster_port = cluster_port
         self.routes = list(routes)
         self.extra_args = list(extra_args)
+        self._env = dict(env) if env else {}  # private: it may hold secrets
         self.binary = binary
         self.start_timeout = start_timeout
         self.stop_timeout = stop_timeout
@@ -221,6 +226,7 @@ class NatsServer:
                 stdout=self._log,
                 stderr=self._log,
                 start_new_session=True,
+                env={**os.environ, **self._env} if self._env else None,
             )
         except OSError as exc:
             self._cleanup()

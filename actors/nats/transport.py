@@ -13,11 +13,24 @@ While disconnected, publishes are buffered up to ``pending_size`` bytes and fail
 
 :meth:`NatsTransport.close` drains: subscriptions stop taking new messages, the messages
 already received are handled, buffered publishes are flushed, then the socket closes.
+
+Credentials: ``user`` with ``password`` or ``password_file``, or ``token`` or
+``token_file``. A file is read when connecting and again whenever the connection is lost
+or the server refuses the login, so a rotated secret is picked up by the next reconnect
+without a restart (read asynchronously: nats-py asks for the value synchronously, from a
+cache). ``inbox_prefix`` sets where replies arrive (``_INBOX_<user>`` when the server
+lets each user subscribe only below its own prefix). A login the server refuses at the
+first connect fails at once with :class:`~actors.errors.NotPermitted` instead of
+retrying until ``initial_connect_timeout``. The server refusing a publish or subscribe
+does not close the connection: it is counted in :attr:`NatsTransport.permission_violations`,
+logged, and kept in :attr:`NatsTransport.last_permission_violation`.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from pathlib import Path
 from types import TracebackType
 from typing import Any, Self
 
@@ -29,8 +42,14 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 from nats.js import JetStreamContext
 
-from ..errors import ActorsError, ConnectionClosed, RequestTimeout, TransportError
-from .errors import mapped_errors
+from ..errors import (
+    ActorsError,
+    ConnectionClosed,
+    NotPermitted,
+    RequestTimeout,
+    TransportError,
+)
+from .errors import is_login_refused, is_permission_violation, map_error, mapped_errors
 
 __all__ = ["Msg", "MsgHandler", "NatsTransport", "Subscription"]
 
@@ -61,11 +80,14 @@ class NatsTransport:
         password: str | None = None,
         token: str | None = None,
         inbox_prefix: str | None = None,
+        password_file: str | os.PathLike[str] | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         self.servers = [servers] if isinstance(servers, str) else list(servers)
         if not self.servers:
             raise ValueError("at least one NATS server URL is required")
         self.name = name
+        self._user = user
         self.initial_connect_timeout = initial_connect_timeout
         self._options: dict[str, Any] = {
             "name": name,
@@ -80,12 +102,32 @@ class NatsTransport:
             "password": password,
             "token": token,
         }
+        if password is not None and password_file is not None:
+            raise ValueError("give password or password_file, not both")
+        if token is not None and token_file is not None:
+            raise ValueError("give token or token_file, not both")
+        if password_file is not None and user is None:
+            raise ValueError("password_file needs a user")
+        #: Secrets read from files: option name -> path, and the values last read.
+        self._secret_files: dict[str, Path] = {}
+        self._secrets: dict[str, str] = {}
+        for option, file in (("password", password_file), ("token", token_file)):
+            if file is not None:
+                self._secret_files[option] = Path(file)
+                self._options[option] = self._secret_getter(option)
         if inbox_prefix is not None:
             self._options["inbox_prefix"] = inbox_prefix
+        self.inbox_prefix = inbox_prefix
         self._nc: Client | None = None
+        self._connecting = False
+        self._connect_scope: anyio.CancelScope | None = None
+        self._refused: NotPermitted | None = None
         self._last_error: BaseException | None = None
         self.slow_consumer_drops = 0
         """Messages nats-py dropped because a subscription's pending limits were hit."""
+        self.permission_violations = 0
+        """Publishes and subscriptions the server refused for lack of permission."""
+        self.last_permission_violation: NotPermitted | None = None
 
     # -- connection --------------------------------------------------------------------
 
@@ -95,16 +137,23 @@ class NatsTransport:
         Raises :class:`~actors.errors.TransportError` naming the last error seen."""
         if self._nc is not None and not self._nc.is_closed:
             return
+        await self._read_secrets(strict=True)
         nc = Client()
+        self._connecting, self._refused = True, None
         try:
             with anyio.fail_after(self.initial_connect_timeout), mapped_errors("connect"):
-                await nc.connect(
-                    servers=self.servers,
-                    error_cb=self._on_error,
-                    disconnected_cb=self._on_disconnected,
-                    reconnected_cb=self._on_reconnected,
-                    **self._options,
-                )
+                with anyio.CancelScope() as scope:
+                    self._connect_scope = scope
+                    await nc.connect(
+                        servers=self.servers,
+                        error_cb=self._on_error,
+                        disconnected_cb=self._on_disconnected,
+                        reconnected_cb=self._on_reconnected,
+                        closed_cb=self._on_closed,
+                        **self._options,
+                    )
+                if self._refused is not None:  # the login was refused: retrying cannot help
+                    raise self._refused
         except TimeoutError as exc:
             await self._abandon(nc)
             last = self._last_error
@@ -115,6 +164,9 @@ class NatsTransport:
         except BaseException:
             await self._abandon(nc)
             raise
+        finally:
+            self._connecting = False
+            self._connect_scope = None
         self._nc = nc
 
     async def close(self) -> None:
@@ -260,9 +312,52 @@ class NatsTransport:
             timeout=timeout, publish_async_max_pending=publish_async_max_pending
         )
 
+    # -- credentials -------------------------------------------------------------------
+
+    def _secret_getter(self, option: str) -> Callable[[], str]:
+        def get() -> str:
+            return self._secrets[option]
+
+        return get
+
+    async def _read_secrets(self, *, strict: bool) -> None:
+        """(Re)read the secrets kept in files. ``strict``: an unreadable or empty file is
+        an error; otherwise the value read before is kept (and the failure logged)."""
+        for option, path in self._secret_files.items():
+            try:
+                value = (await anyio.Path(path).read_text(encoding="utf-8")).strip()
+                if not value:
+                    raise ValueError("the file is empty")
+            except (OSError, UnicodeDecodeError, ValueError) as exc:
+                if strict or option not in self._secrets:
+                    raise TransportError(f"NATS {option} file {path}: {exc}") from exc
+                _log.warning("nats secret file unreadable; keeping the old value", file=str(path))
+                continue
+            self._secrets[option] = value
+
     # -- callbacks ---------------------------------------------------------------------
 
     async def _on_error(self, exc: Exception) -> None:
+        if is_permission_violation(exc):
+            self.permission_violations += 1
+            mapped = map_error(exc)
+            assert isinstance(mapped, NotPermitted)
+            self.last_permission_violation = mapped
+            if self.permission_violations & (self.permission_violations - 1) == 0:
+                _log.warning("nats permission violation", error=str(mapped), name=self.name)
+            return
+        if is_login_refused(exc):
+            self._last_error = exc
+            if self._connecting and self._connect_scope is not None:
+                self._refused = NotPermitted(
+                    f"connect: the NATS server refused the login"
+                    f"{f' of user {self._user!r}' if self._user else ''} (authorization violation)"
+                )
+                self._connect_scope.cancel()
+                return
+            _log.warning("nats refused the login; re-reading credentials", name=self.name)
+            await self._read_secrets(strict=False)
+            return
         if isinstance(exc, nats.errors.SlowConsumerError):
             self.slow_consumer_drops += 1
             if self.slow_consumer_drops & (self.slow_consumer_drops - 1) == 0:
@@ -283,6 +378,16 @@ class NatsTransport:
     async def _on_disconnected(self) -> None:
         if self._nc is not None and not self._nc.is_closed:
             _log.warning("nats disconnected; reconnecting", name=self.name)
+            await self._read_secrets(strict=False)  # a rotated secret counts from now on
+
+    async def _on_closed(self) -> None:
+        nc = self._nc
+        if nc is not None and nc.is_closed:  # not by close(): nats-py gave up for good
+            _log.error(
+                "nats connection closed for good; this process must be restarted",
+                name=self.name,
+                error=repr(nc.last_error) if nc.last_error else None,
+            )
 
     async def _on_reconnected(self) -> None:
         nc = self._nc

@@ -18,6 +18,11 @@ id:
   request that timed out leaves an intent in the product that the retry adopts (the
   product accepts an ``AddIntent`` it already has) or that expires there on its own.
 
+A buyer holds at most ``max_open_intents_per_buyer`` open intents (a setting beyond the
+contract): a submit beyond is ``limit_exceeded`` with ``details.open_intents`` and
+``details.max_open_intents``, decided before the product is asked, so while the cap is
+reached it also comes before ``unknown_product``.
+
 A buyer has at most one open intent per product: a new one replaces the open one, which
 becomes ``cancelled`` and leaves the product's demand (``RemoveIntent`` reason
 ``replaced``). A reservation (``IntentMatched`` from a window) turns the open intent for
@@ -252,6 +257,9 @@ class BuyerActor(PersistentActor):
         profile = self.state.profile
         if profile is None:
             return self._unknown_buyer()
+        too_many = self._open_limit(body.product_id)
+        if too_many is not None:
+            return too_many
         now = self.now()
         add = AddIntent(
             buyer_id=self.key,
@@ -272,6 +280,23 @@ class BuyerActor(PersistentActor):
             timeout=self.product_timeout_s,
         )
         return None
+
+    def _open_limit(self, product_id: str) -> ShopError | None:
+        """``limit_exceeded`` if a new intent for ``product_id`` would make more open
+        intents than ``max_open_intents_per_buyer`` (one for the same product replaces
+        the open one, so it never counts; submits waiting for their product do)."""
+        limit = self.settings.max_open_intents_per_buyer
+        products = {i.product_id for i in self.state.intents.values() if i.status == "open"}
+        products.update(p.body.product_id for p in self._pending.values())
+        products.discard(product_id)
+        if len(products) < limit:
+            return None
+        return ShopError(
+            ErrorCode.LIMIT_EXCEEDED,
+            f"buyer {self.key!r} has {len(products)} open intents, the most allowed; "
+            "cancel one first",
+            {"open_intents": len(products), "max_open_intents": limit},
+        )
 
     def _on_answer(self, answer: ProductAnswer) -> None:
         body = answer.body

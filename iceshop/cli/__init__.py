@@ -5,13 +5,16 @@
     iceshop up      [--data DIR] [--port N] [--monitor-port N] [--nats-conf FILE] [--config FILE]
     iceshop node    [--nats URL[,URL...]] [--data DIR] [--config FILE] [--node-id ID]
     iceshop projector [--nats URL[,URL...]] [--data DIR] [--config FILE]
+    iceshop notifier [--nats URL[,URL...]] [--data DIR] [--config FILE]
+    iceshop token   mint --role R --sub S [--ttl SECONDS] | keygen [--alg A]  (admin tools)
     iceshop demo    [...]
     iceshop <noun> <verb> ...   one client verb per command of the contract, e.g.
     iceshop window join W1 --buyer B1 [--join J1] [--quantity 2] [--json]
 
-The client options (``--nats``, ``--prefix``, ``--timeout``, ``--json``) are accepted
-before the noun or after the verb. Exit statuses are listed in ``iceshop.cli.errors``:
-0 done, 1 refused, 2 bad invocation or settings, 3 no node answered.
+The client options (``--nats``, ``--prefix``, ``--token``, ``--timeout``, ``--json``) are
+accepted before the noun or after the verb. Exit statuses are listed in
+``iceshop.cli.errors``: 0 done, 1 refused, 2 bad invocation or settings, 3 no node
+answered.
 
 The parser is built from the verb table (``iceshop.cli.verbs``); each long-lived command
 has its own module (``up``, ``node``, ``projector``), and ``iceshop demo`` lives in
@@ -28,7 +31,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iceshop.cli import node, projector, up
+from iceshop.cli import node, notifier, projector, token, up
 from iceshop.cli.client import run_verb
 from iceshop.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from iceshop.cli.verbs import VERBS, Arg, Verb
@@ -58,6 +61,13 @@ def _client_options(parser: argparse.ArgumentParser, *, suppress: bool) -> None:
         "--prefix",
         default=default(None),
         help="subject prefix (default: $ICESHOP_PREFIX or iceshop)",
+    )
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        default=default(None),
+        help="credential sent as Authorization: Bearer (a JWT or an API key; default: "
+        "$ICESHOP_TOKEN, else ./data/auth/admin.token from `iceshop up`)",
     )
     group.add_argument(
         "--timeout",
@@ -131,6 +141,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_parser(sub, [])
     node.add_parser(sub, [])
     projector.add_parser(sub, [])
+    notifier.add_parser(sub, [])
+    token.add_parser(sub, [])
     # Everything after `demo` belongs to the demo: no prefix character, so no option.
     demo = sub.add_parser(
         "demo",

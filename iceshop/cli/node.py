@@ -34,9 +34,18 @@ from iceshop.node.app import ShopNode
 from iceshop.settings import Settings
 from iceshop.wire import ShopError
 
-__all__ = ["AUTH_OFF", "add_parser", "load", "run", "start_node"]
+__all__ = ["AUTH_OFF", "add_parser", "auth_line", "load", "run", "start_node"]
 
 AUTH_OFF = "OFF: any client that reaches this NATS server can act as anyone"
+
+
+def auth_line(node: ShopNode) -> str:
+    """What ``auth`` the node runs with, for the start-up summary."""
+    auth = node.auth
+    if auth is None or not auth.required:
+        return AUTH_OFF
+    where = auth.keys.path if auth.keys is not None else "?"
+    return f"on: tokens signed by {', '.join(auth.ring.kids())} (keys in {where})"
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -73,7 +82,7 @@ async def start_node(stack: contextlib.AsyncExitStack, settings: Settings) -> Sh
     node = ShopNode(settings)
     try:
         return await stack.enter_async_context(node)
-    except ShopError as exc:  # a setting the node refuses (auth = on in this version)
+    except ShopError as exc:  # a setting the node refuses (auth = on without keys, ...)
         raise CliError(exc.message, EXIT_USAGE) from exc
     except ActorsError as exc:  # NATS unreachable, a store that cannot open
         raise CliError(f"node did not start: {exc}", EXIT_FAILED) from exc
@@ -91,7 +100,7 @@ def run(args: argparse.Namespace) -> int:
         tune_gc()
         print(f"  NATS  {settings.nats_url}", flush=True)
         print(f"  data  {settings.data_dir}", flush=True)
-        print(f"  auth  {AUTH_OFF}", flush=True)
+        print(f"  auth  {auth_line(node)}", flush=True)
         print(f"node {node.node_id} ready", flush=True)
 
     def stopping() -> None:

@@ -24,7 +24,6 @@ from typing import Any
 import anyio
 
 from actors.errors import ActorsError
-from actors.nats import NatsTransport
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from iceshop.cli.lifecycle import (
     LOG_LEVELS,
@@ -33,6 +32,7 @@ from iceshop.cli.lifecycle import (
     serve_until_signalled,
 )
 from iceshop.cli.node import load
+from iceshop.connection import nats_transport
 from iceshop.node.app import READMODEL_FILE
 from iceshop.readmodel import DEFAULT_DURABLE, Projector, ReadModel
 from iceshop.settings import Settings
@@ -72,7 +72,7 @@ async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) 
     name = f"iceshop-projector-{settings.node_id}" if settings.node_id else "iceshop-projector"
     try:
         transport = await stack.enter_async_context(
-            NatsTransport([u.strip() for u in settings.nats_url.split(",") if u.strip()], name=name)
+            nats_transport(settings, name=name)  # the node's NATS login
         )
         store = await stack.enter_async_context(ReadModel(data_dir / READMODEL_FILE))
     except ActorsError as exc:  # NATS unreachable, a file that cannot open

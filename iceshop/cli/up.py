@@ -6,12 +6,18 @@ files beside; it prints what runs where and serves in the foreground until Ctrl-
 SIGTERM, which stop the node first (pending commits finish, events are flushed) and the
 server last.
 
-The server listens on loopback only by default: authentication is not built yet, so
-anything that reaches the port can act as anyone. It takes a free port unless ``--port``
+The server listens on loopback only by default. It takes a free port unless ``--port``
 names one, and writes its URL to ``<data>/nats.url``; client verbs run from the same
 directory read it there, so they find the server without being told. The repository's
-``nats.conf`` is the base configuration (limits, monitoring); the values ``up`` chooses
-(address, ports, JetStream store) are passed as flags, which win over the file.
+``nats.conf`` is the base configuration (limits, monitoring, one NATS user per role);
+the values ``up`` chooses (address, ports, JetStream store) are passed as flags, which
+win over the file.
+
+The users' passwords are made on the first run into ``<data>/secrets/`` and reused
+(:mod:`iceshop.cli.secrets`); nats-server gets them in its environment, where nats.conf
+reads them, the node logs in as ``node``, and client verbs find the ``admin`` login in
+``<data>/secrets/nats-client.json`` as they find ``nats.url``. Without a nats.conf the
+server has no users and ``up`` says so.
 
 Node settings come from ``--config`` and ``ICESHOP_<KEY>`` as for ``iceshop node``, except
 the two ``up`` decides: ``nats_url`` (the server it started) and ``data_dir``
@@ -36,14 +42,19 @@ from actors.nats import (
     PortInUse,
     find_nats_server,
 )
+from iceshop.auth import LocalAuth
+from iceshop.auth import provision as provision_auth
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
     LOG_LEVELS,
     configure_logging,
     lock_data_dir,
     serve_until_signalled,
+    tune_gc,
 )
-from iceshop.cli.node import AUTH_OFF, load, start_node
+from iceshop.cli.node import auth_line, load, start_node
+from iceshop.cli.secrets import CLIENT_USER, NODE_USER, LocalSecrets, provision
+from iceshop.settings import Settings
 
 __all__ = ["URL_FILE", "add_parser", "find_nats_conf", "run"]
 
@@ -108,6 +119,17 @@ def run(args: argparse.Namespace) -> int:
         binary = find_nats_server()
     except NatsServerNotFound as exc:
         raise CliError(str(exc), EXIT_USAGE) from exc
+    local: LocalSecrets | None = None
+    if conf is not None:  # its users' passwords; without a config the server has no users
+        with lock_data_dir(node_dir):  # one `up` provisions at a time
+            local = _provision(data)
+        settings = _logged_in(settings, local)
+    local_auth: LocalAuth | None = None
+    if settings.auth == "on":  # a signing key and an admin token, made once
+        with lock_data_dir(node_dir):
+            local_auth = _provision_auth(data)
+        if not settings.auth_keys_dir:
+            settings = msgspec.structs.replace(settings, auth_keys_dir=local_auth.keys_dir)
     server = NatsServer(
         host=args.host,
         port=args.port,
@@ -115,6 +137,7 @@ def run(args: argparse.Namespace) -> int:
         store_dir=data / "jetstream",
         config=conf,
         monitor_port=args.monitor_port,
+        env=local.nats.server_env() if local is not None else None,
         binary=binary,
     )
     url_file = anyio.Path(data / URL_FILE)
@@ -130,13 +153,16 @@ def run(args: argparse.Namespace) -> int:
         await url_file.write_text(server.url + "\n", encoding="utf-8")
         stack.push_async_callback(_forget_url, url_file, server.url)
         node = await start_node(stack, msgspec.structs.replace(settings, nats_url=server.url))
+        tune_gc()
         for line in (
             f"  NATS        {server.url}  (nats-server pid {server.pid})",
             f"  JetStream   {data / 'jetstream'}",
             f"  monitoring  {server.monitor_url or 'off'}",
             f"  nats.conf   {conf or 'none (built-in defaults)'}",
             f"  node        {node.node_id}  (store {node_dir})",
-            f"  auth        {AUTH_OFF}",
+            *_users_lines(local),
+            f"  auth        {auth_line(node)}",
+            *_token_lines(local_auth),
             f"  clients     find this server in {data / URL_FILE}; try: iceshop cluster status",
             "ready: Ctrl-C stops the node, then NATS",
         ):
@@ -149,6 +175,49 @@ def run(args: argparse.Namespace) -> int:
         anyio.run(serve_until_signalled, start, stopping)
     print("stopped", flush=True)
     return EXIT_OK
+
+
+def _provision(data: Path) -> LocalSecrets:
+    try:
+        return provision(data)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot make the local secrets in {data}: {exc}", EXIT_FAILED) from exc
+
+
+def _provision_auth(data: Path) -> LocalAuth:
+    try:
+        return provision_auth(data)
+    except (OSError, ValueError) as exc:
+        raise CliError(f"cannot make the local signing key in {data}: {exc}", EXIT_FAILED) from exc
+
+
+def _token_lines(local: LocalAuth | None) -> list[str]:
+    if local is None:
+        return []
+    return [
+        f"  admin token {local.admin_token_file}  (client verbs run here send it by themselves)"
+    ]
+
+
+def _logged_in(settings: Settings, local: LocalSecrets) -> Settings:
+    """The node's settings, logged in as the ``node`` user of nats.conf."""
+    login = local.nats.login(NODE_USER)
+    return msgspec.structs.replace(
+        settings,
+        nats_user=login.user,
+        nats_password_file=login.password_file or "",
+        nats_inbox_prefix=login.inbox_prefix or "",
+    )
+
+
+def _users_lines(local: LocalSecrets | None) -> list[str]:
+    if local is None:
+        return ["  NATS users  OFF: no nats.conf, so the server has no users; anyone can connect"]
+    return [
+        f"  NATS users  one per role (nats.conf); passwords in {local.nats.directory}",
+        f"  logins      {NODE_USER} (this node), {CLIENT_USER} (client verbs: "
+        f"{local.client_login})",
+    ]
 
 
 async def _stop(server: NatsServer) -> None:

@@ -207,6 +207,27 @@ VERBS: Final[tuple[Verb, ...]] = (
         (Arg("window_id"), Arg("reason", "--reason", required=True)),
     ),
     Verb(("cluster", "status"), CommandKind.CLUSTER_STATUS, "show nodes and shard owners"),
+    Verb(
+        ("admin", "apikey", "create"),
+        CommandKind.APIKEY_CREATE,
+        "create an API key for an integration (its secret is shown once)",
+        (
+            Arg("key_id"),
+            Arg("role", "--role", required=True, choices=("buyer", "seller", "admin", "gateway")),
+            Arg(
+                "principal",
+                "--principal",
+                help="the id the key acts as (required for buyer and seller keys)",
+            ),
+            Arg("note", "--note", help="what the key is for"),
+        ),
+    ),
+    Verb(
+        ("admin", "apikey", "revoke"),
+        CommandKind.APIKEY_REVOKE,
+        "revoke an API key; it stops working at once",
+        (Arg("key_id"),),
+    ),
 )
 
 

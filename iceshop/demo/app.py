@@ -8,6 +8,12 @@ otherwise (CI, pipes). The exit status is 0 when every step held, 1 when one did
 (the failing step is named), 2 when the embedded default could not start, 130 when
 interrupted (Ctrl-C or SIGTERM; the server and node are stopped either way).
 
+As ``up`` does, it makes NATS passwords for the users of ``nats.conf`` in the data
+directory's ``secrets/`` and starts the server with them; the node logs in as ``node``
+and the demo's client as ``admin``. Authentication is on: the demo provisions a local
+signing key and an admin token under ``auth/`` as ``up`` does, and its client sends that
+token with every command.
+
 The node's log goes to ``node.log`` in the data directory, so it does not tear the view.
 A scratch data directory is removed after a run that held and kept after one that did
 not, for inspection.
@@ -26,9 +32,13 @@ from pathlib import Path
 from typing import Any, Final
 
 import anyio
+import anyio.to_thread
+import msgspec
 import structlog
 
 from actors.nats import NatsServer, NatsServerError, NatsServerStartFailed, NatsTransport
+from iceshop.auth import provision as provision_auth
+from iceshop.cli.secrets import CLIENT_USER, NODE_USER, NatsSecrets, provision
 from iceshop.demo.board import Board
 from iceshop.demo.client import DemoClient
 from iceshop.demo.data import MIN_BUYERS, build_catalog
@@ -133,12 +143,13 @@ async def _demo(args: argparse.Namespace) -> int:
         return 2
     with _node_log(data / "node.log"):
         try:
-            server = await _start_server(data, args.nats_config, board)
-        except NatsServerError as exc:
+            secrets = (await anyio.to_thread.run_sync(provision, data)).nats
+            server = await _start_server(data, args.nats_config, board, secrets)
+        except (NatsServerError, OSError, ValueError) as exc:
             print(f"iceshop demo: the NATS server did not start: {exc}", file=sys.stderr)
             return 2
         try:
-            result = await _against(server, data, timings, board, args, live)
+            result = await _against(server, data, timings, board, args, live, secrets)
         except Exception as exc:  # the node (or the connection) failed under the scenario
             log.exception("the shop failed during the demo")
             result = _broken(board, exc)
@@ -160,20 +171,35 @@ async def _against(
     board: Board,
     args: argparse.Namespace,
     live: bool,
+    secrets: NatsSecrets,
 ) -> ScenarioResult:
-    settings = timings.settings(nats_url=server.url, data_dir=str(data / "node"))
+    # As `iceshop up` does: a local signing key, and the admin token the client sends.
+    local = await anyio.to_thread.run_sync(provision_auth, data)
+    settings = timings.settings(
+        nats_url=server.url,
+        data_dir=str(data / "node"),
+        auth="on",
+        auth_keys_dir=local.keys_dir,
+    )
+    node_login = secrets.login(NODE_USER)
+    settings = msgspec.structs.replace(
+        settings,
+        nats_user=node_login.user,
+        nats_password_file=node_login.password_file or "",
+    )
     catalog = build_catalog(args.seed, args.buyers)
+    client_login = secrets.login(CLIENT_USER).transport_options()
     async with (
         ShopNode(settings) as node,
-        NatsTransport(server.url, name="iceshop-demo") as transport,
+        NatsTransport(server.url, name="iceshop-demo", **client_login) as transport,
     ):
         board.subtitle = (
-            f"nats-server {server.url} (JetStream) · node {node.node_id} · auth off · "
+            f"nats-server {server.url} (JetStream) · node {node.node_id} · auth on · "
             f"lead {timings.window_lead_s:g} s, windows {timings.window_duration_s:g} s"
         )
         board.info(f"ICESHOP demo: {board.subtitle}")
         board.info(f"data {data} (node log: {data / 'node.log'})")
-        client = DemoClient(transport)
+        client = DemoClient(transport, token=local.admin_token)
         clock = RealDemoClock()
         if not live:
             return await run_scenario(
@@ -250,32 +276,39 @@ def _node_log(path: Path) -> Iterator[None]:
             structlog.configure(**before)
 
 
-def _server(data: Path, conf: Path | None) -> NatsServer:
+def _server(data: Path, conf: Path | None, secrets: NatsSecrets) -> NatsServer:
     return NatsServer(
         jetstream=True,
         store_dir=data / "jetstream",
         config=conf,
         # A free monitoring port of our own wins over a fixed one in the config.
         monitor_port=0 if conf is not None else None,
+        # The passwords nats.conf's users read from the environment.
+        env=secrets.server_env() if conf is not None else None,
     )
 
 
-async def _start_server(data: Path, config: str | None, board: Board) -> NatsServer:
+async def _start_server(
+    data: Path, config: str | None, board: Board, secrets: NatsSecrets
+) -> NatsServer:
     """Start nats-server: with ``config`` if given, else with the repository's
     ``nats.conf`` when there is one (and without it if that one does not start)."""
     if config is not None:
-        server = _server(data, Path(config))
+        server = _server(data, Path(config), secrets)
         await server.astart()
         return server
     conf = REPO_NATS_CONF if REPO_NATS_CONF.is_file() else None
-    server = _server(data, conf)
+    server = _server(data, conf, secrets)
     try:
         await server.astart()
     except NatsServerStartFailed as exc:
         if conf is None:
             raise
-        board.info(f"WARNING: nats-server did not start with {conf}; starting it without: {exc}")
-        server = _server(data, None)
+        board.info(
+            f"WARNING: nats-server did not start with {conf}; starting it without (and "
+            f"without its users): {exc}"
+        )
+        server = _server(data, None, secrets)
         await server.astart()
     else:
         if conf is not None:

@@ -14,7 +14,7 @@ import msgspec
 
 from actors.errors import TransportError
 from actors.nats import NatsTransport
-from iceshop.wire import CommandKind, command_subject
+from iceshop.wire import AUTHORIZATION, CommandKind, command_subject
 
 __all__ = ["DemoClient", "UnexpectedReply"]
 
@@ -36,12 +36,19 @@ class UnexpectedReply(Exception):
 
 class DemoClient:
     def __init__(
-        self, transport: NatsTransport, *, prefix: str = "iceshop", timeout: float = 5.0
+        self,
+        transport: NatsTransport,
+        *,
+        prefix: str = "iceshop",
+        timeout: float = 5.0,
+        token: str | None = None,
     ) -> None:
         self.transport = transport
         self.prefix = prefix
         self.timeout = timeout
         self.requests = 0
+        #: Sent as ``Authorization: Bearer`` with every command, when given.
+        self.headers = {AUTHORIZATION: f"Bearer {token}"} if token else None
 
     def subject(self, kind: CommandKind, **ids: str) -> str:
         return command_subject(kind, self.prefix, **ids)
@@ -54,7 +61,7 @@ class DemoClient:
         self.requests += 1
         try:
             raw, _ = await self.transport.request(
-                subject, msgspec.json.encode(body or {}), timeout=self.timeout
+                subject, msgspec.json.encode(body or {}), self.headers, timeout=self.timeout
             )
         except TransportError as exc:
             return {

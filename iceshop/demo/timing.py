@@ -10,7 +10,7 @@ on that clock.
 from __future__ import annotations
 
 import time
-from typing import Protocol
+from typing import Literal, Protocol
 
 import anyio
 import msgspec
@@ -59,11 +59,21 @@ class Timings(msgspec.Struct, frozen=True, kw_only=True):
     #: How often waits look again.
     poll_s: float = 0.05
 
-    def settings(self, *, nats_url: str, data_dir: str, node_id: str = "demo-1") -> Settings:
+    def settings(
+        self,
+        *,
+        nats_url: str,
+        data_dir: str,
+        auth: Literal["on", "off"],
+        auth_keys_dir: str = "",
+        node_id: str = "demo-1",
+    ) -> Settings:
         return Settings(
             nats_url=nats_url,
             data_dir=data_dir,
             node_id=node_id,
+            auth=auth,
+            auth_keys_dir=auth_keys_dir,
             campaign_interval_s=self.campaign_interval_s,
             campaign_cooldown_s=self.campaign_cooldown_s,
             campaign_min_quantity=self.campaign_min_quantity,

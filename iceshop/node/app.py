@@ -12,6 +12,12 @@
                                     readmodel_projector = "external")
     cluster.status  (this node owns every shard in single-node mode)
     events.demand.*.updated ──► campaign (singleton) ──► proposals, windows
+    GET /metrics (Prometheus, when metrics_port is set); $SRV.PING|INFO|STATS.iceshop
+    (NATS service discovery): see iceshop.observability
+
+Every command is checked by the node's gate (``iceshop.auth``: credentials, role rules,
+per-buyer rates) in its route, before any actor sees it; with ``auth = "on"`` the node
+reads its token keys first and refuses to start without any.
 
 Every long-lived piece is entered on an ``AsyncExitStack`` so leaving the node stops
 them in reverse order: subscriptions first (no new work), then the actors (pending
@@ -36,10 +42,18 @@ from anyio.abc import TaskGroup
 from actors import ActorSystem, Clock, RealClock, TransportError
 from actors.journal import SqliteJournal
 from actors.nats import JetStreamOutbox, Msg, NatsBinding, NatsTransport
+from iceshop.auth import APIKEY_KIND, REGISTRY_KEY
+from iceshop.auth.service import NodeAuth
 from iceshop.buyer import BuyerActor
 from iceshop.campaign import CampaignActor
+from iceshop.connection import nats_transport
 from iceshop.decision import DecisionActor
-from iceshop.node.routing import encode_reply, make_route
+from iceshop.node.routing import check_command, encode_reply, make_route
+from iceshop.notify import Notifier, start_notifier
+from iceshop.observability import ShopCounters, node_version
+from iceshop.observability.discovery import announce
+from iceshop.observability.endpoint import MetricsEndpoint
+from iceshop.observability.metrics import NodeMetrics
 from iceshop.product import ProductActor
 from iceshop.protocol import DemandSignal, Evaluate
 from iceshop.readmodel import Projector, ReadModel, list_windows
@@ -56,7 +70,6 @@ from iceshop.wire import (
     NodeStatus,
     ShardStatus,
     ShopError,
-    decode_command,
     encode_error,
     encode_ok,
     format_time,
@@ -88,6 +101,13 @@ class ShopNode:
         self.transport: NatsTransport | None = None
         self.readmodel: ReadModel | None = None
         self.projector: Projector | None = None
+        self.auth: NodeAuth | None = None
+        self.notifier: Notifier | None = None
+        #: Joins and notifications by outcome; read by ``metrics`` (see observability).
+        self.counters = ShopCounters()
+        self.metrics = NodeMetrics(self.node_id, self.counters, version=node_version())
+        #: The port ``/metrics`` listens on once started (0: no endpoint).
+        self.metrics_port = 0
         #: How long start-up waits for JetStream to accept the node's streams.
         self.stream_timeout = 30.0
         self._stack: contextlib.AsyncExitStack | None = None
@@ -103,22 +123,14 @@ class ShopNode:
                 "journal: only 'sqlite' is available in this version (the JetStream journal "
                 "arrives with scale-out)"
             )
-        if settings.auth == "on":
-            raise ShopError.invalid(
-                "auth: authentication is not available in this version; set auth = off"
-            )
-        log.warning(
-            "AUTHENTICATION IS OFF: any client on this NATS server can act as anyone",
-            node=self.node_id,
-        )
+        # Before anything starts: a node that could authenticate no one refuses to.
+        self.auth = auth = await NodeAuth.create(settings, self.data_dir, self.clock)
         self.data_dir.mkdir(parents=True, exist_ok=True)
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
-            transport = NatsTransport(
-                [u.strip() for u in settings.nats_url.split(",") if u.strip()],
-                name=f"iceshop-{self.node_id}",
-            )
+            # Logged in as settings.nats_user (the "node" user of nats.conf), if any.
+            transport = nats_transport(settings, name=f"iceshop-{self.node_id}")
             self.transport = await stack.enter_async_context(transport)
             outbox = JetStreamOutbox(transport)
             for stream, subjects in (
@@ -142,6 +154,7 @@ class ShopNode:
             self._register(system)
             self.system = await stack.enter_async_context(system)
             self.started_at = self.clock.time()
+            await auth.load_api_keys(system)
 
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg = tg
@@ -151,10 +164,32 @@ class ShopNode:
                     transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix
                 )
                 tg.start_soon(self.projector.run)
+            if settings.notifier == "node":  # "external": `iceshop notifier` processes
+                self.notifier = await start_notifier(stack, transport, settings)
+                self.metrics.notifier = self.notifier
+
+            self.metrics.system, self.metrics.readmodel = system, self.readmodel
+            self.metrics.shards_owned = settings.shards  # single node: every shard
+            if settings.metrics_port:
+                endpoint = MetricsEndpoint(self.metrics.scrape)
+                self.metrics_port = await tg.start(
+                    endpoint.serve, settings.metrics_host, settings.metrics_port
+                )
 
             binding = await stack.enter_async_context(NatsBinding(system, transport))
+            if auth.required:
+                tg.start_soon(auth.watch_keys)
+                await transport.subscribe(f"{prefix}.events.apikey.*.revoked", auth.on_key_event)
             await self._serve(binding)
             await transport.subscribe(f"{prefix}.events.demand.*.updated", self._on_demand)
+            await announce(
+                stack,
+                transport,
+                node_id=self.node_id,
+                prefix=prefix,
+                version=self.metrics.version,
+                stats=lambda: None if self.system is None else self.system.stats(),
+            )
             system.ref("campaign", "main").tell(Evaluate())
             await transport.flush()
         except BaseException:
@@ -213,32 +248,32 @@ class ShopNode:
         system.register("buyer", lambda: BuyerActor(s), cls=BuyerActor)
         system.register("seller", lambda: SellerActor(s), cls=SellerActor)
         system.register("product", lambda: ProductActor(s), cls=ProductActor)
-        system.register("window", lambda: WindowActor(s), cls=WindowActor)
+        counters = self.counters
+        system.register("window", lambda: WindowActor(s, counters), cls=WindowActor)
         system.register("decision", lambda: DecisionActor(s), cls=DecisionActor)
         system.register("campaign", lambda: CampaignActor(s), cls=CampaignActor)
+        assert self.auth is not None
+        self.auth.register(system)
 
     async def _serve(self, binding: NatsBinding) -> None:
         p = self.settings.prefix
         clock = self.clock
+        assert self.auth is not None
+        gate = self.auth.gate
+        for kind, subject, head, key_name in (
+            ("buyer", "buyers.*.>", ["buyers"], "buyer_id"),
+            ("seller", "sellers.*.>", ["sellers"], "seller_id"),
+            ("window", "windows.*.>", ["windows"], "window_id"),
+            ("window", "admin.windows.*.cancel", ["admin", "windows"], "window_id"),
+            ("decision", "decisions.*.get", ["decisions"], "decision_id"),
+        ):
+            route = make_route(head, key_name, clock, gate)
+            await binding.serve(kind, f"{p}.{subject}", route, encode_reply)
+        # Every API key lives in one actor; the key id travels in Request.ids.
         await binding.serve(
-            "buyer", f"{p}.buyers.*.>", make_route(["buyers"], "buyer_id", clock), encode_reply
-        )
-        await binding.serve(
-            "seller", f"{p}.sellers.*.>", make_route(["sellers"], "seller_id", clock), encode_reply
-        )
-        await binding.serve(
-            "window", f"{p}.windows.*.>", make_route(["windows"], "window_id", clock), encode_reply
-        )
-        await binding.serve(
-            "window",
-            f"{p}.admin.windows.*.cancel",
-            make_route(["admin", "windows"], "window_id", clock),
-            encode_reply,
-        )
-        await binding.serve(
-            "decision",
-            f"{p}.decisions.*.get",
-            make_route(["decisions"], "decision_id", clock),
+            APIKEY_KIND,
+            f"{p}.admin.apikeys.*.>",
+            make_route(["admin", "apikeys"], "key_id", clock, gate, key=REGISTRY_KEY),
             encode_reply,
         )
         await binding.serve_handler(f"{p}.windows.list", self._list_windows)
@@ -263,17 +298,18 @@ class ShopNode:
             log.warning("demand signal dropped", product=d.product_id, error=repr(exc))
 
     async def _list_windows(self, tokens: list[str], headers: Any, payload: bytes) -> bytes:
-        assert self.readmodel is not None
+        assert self.readmodel is not None and self.auth is not None
         try:
-            body = decode_command(CommandKind.WINDOWS_LIST, payload)
+            body, _ = check_command(self.auth.gate, CommandKind.WINDOWS_LIST, headers, payload)
             assert isinstance(body, ListWindows)
             return encode_reply(await list_windows(self.readmodel, body))
         except Exception as exc:  # ShopError, or a store failure -> unavailable / internal
             return encode_error(exc)
 
     async def _cluster_status(self, tokens: list[str], headers: Any, payload: bytes) -> bytes:
+        assert self.auth is not None
         try:
-            decode_command(CommandKind.CLUSTER_STATUS, payload)
+            check_command(self.auth.gate, CommandKind.CLUSTER_STATUS, headers, payload)
         except ShopError as exc:
             return encode_error(exc)
         shards = list(range(self.settings.shards))

@@ -39,8 +39,9 @@ def denied(principal: Principal | None, kind: CommandKind, body: Command) -> Sho
     return None
 
 
-def may_list_reservations(principal: Principal | None, seller_id: str) -> bool:
-    """Whether the principal may read the reservations of a window of ``seller_id``."""
+def may_list_reservations(principal: Principal | None, seller_id: str | None) -> bool:
+    """Whether the principal may read the reservations of a window of ``seller_id``
+    (``None``: a window that does not exist, which only an admin may ask about)."""
     if principal is None or principal.role == "admin":
         return True
-    return principal.role == "seller" and principal.sub == seller_id
+    return principal.role == "seller" and seller_id is not None and principal.sub == seller_id

@@ -50,6 +50,7 @@ from typing import Any, ClassVar, Final, Literal
 import structlog
 
 from actors import ActorsError, DeadlineFired, Overflow, PersistentActor
+from iceshop.observability.counters import ShopCounters
 from iceshop.protocol import (
     BuyerKnown,
     CheckBuyer,
@@ -144,6 +145,7 @@ class WindowActor(PersistentActor):
         "_notice_attempts",
         "_room",
         "_verified",
+        "counters",
         "settings",
         "w",
     )
@@ -161,8 +163,12 @@ class WindowActor(PersistentActor):
     #: Joins that may wait for buyer checks at once; more are ``overloaded``.
     max_waiting: ClassVar[int] = 10_000
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(
+        self, settings: Settings | None = None, counters: ShopCounters | None = None
+    ) -> None:
         self.settings = settings if settings is not None else Settings()
+        #: Joins by outcome, for the node's metrics.
+        self.counters = counters if counters is not None else ShopCounters()
         self.w: WindowData | None = None
         self._room = WaitingRoom()
         self._verified: set[str] = set()
@@ -193,6 +199,7 @@ class WindowActor(PersistentActor):
     def on_stop(self) -> None:
         gone = ShopError(ErrorCode.UNAVAILABLE, "the window stopped before the join; retry")
         for item in self._room.take_all():
+            self.counters.count_join(gone)
             self.respond(item.reply, gone)
 
     # -- dispatch ------------------------------------------------------------------------
@@ -200,7 +207,10 @@ class WindowActor(PersistentActor):
     def receive(self, message: Any) -> Any:
         kind = type(message)
         if kind is Request:
-            return self._command(message)
+            result = self._command(message)
+            if message.kind == CommandKind.WINDOW_JOIN and result is not None:
+                self.counters.count_join(result)  # None: it waits for a buyer check
+            return result
         if kind is BuyerChecked:
             self._checked(message.buyer_id, message.result)
             return None
@@ -222,6 +232,11 @@ class WindowActor(PersistentActor):
             return refused
         w = self.w
         if w is None:
+            if kind == CommandKind.WINDOW_RESERVATIONS and not may_list_reservations(
+                request.principal, None
+            ):
+                # forbidden before unknown_*: and no telling which windows exist
+                return ShopError(ErrorCode.FORBIDDEN, "reservations are for admins and its seller")
             return unknown_window(self.key)
         if not w.ended:
             self._catch_up(w)
@@ -448,6 +463,7 @@ class WindowActor(PersistentActor):
             else:
                 value = self._join(item.join, item.reply, item.deadline, resolved)
             if value is not _LATER:
+                self.counters.count_join(value)
                 self.respond(item.reply, value)
 
     def _header_deadline(self) -> float | None:

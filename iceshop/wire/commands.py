@@ -47,12 +47,14 @@ __all__ = [
     "MIN_TTL_S",
     "PHONE_PATTERN",
     "AdminCancelWindow",
+    "ApiKeyRole",
     "ApproveOffer",
     "CancelIntent",
     "ClusterStatus",
     "Command",
     "CommandKind",
     "Count",
+    "CreateApiKey",
     "Currency",
     "Cursor",
     "GetDecision",
@@ -70,6 +72,7 @@ __all__ = [
     "RegisterBuyer",
     "RegisterSeller",
     "RejectOffer",
+    "RevokeApiKey",
     "SubmitIntent",
     "Text",
     "TtlSeconds",
@@ -100,6 +103,7 @@ Limit = Annotated[int, Meta(ge=1, le=MAX_LIMIT)]
 Cursor = Annotated[str, Meta(min_length=1, max_length=MAX_STRING)]
 Locale = Literal["tr", "en"]
 WindowState = Literal["scheduled", "active", "closed", "cancelled"]
+ApiKeyRole = Literal["buyer", "seller", "admin", "gateway"]
 
 DEFAULT_LOCALE: Final[Locale] = "tr"
 DEFAULT_WHATSAPP_OPT_IN: Final = False
@@ -129,6 +133,9 @@ class CommandKind(StrEnum):
     OFFER_REJECT = "offer.reject"
     ADMIN_WINDOW_CANCEL = "admin.window.cancel"
     CLUSTER_STATUS = "cluster.status"
+    # Beyond the contract: API keys for integrations (admin only).
+    APIKEY_CREATE = "admin.apikey.create"
+    APIKEY_REVOKE = "admin.apikey.revoke"
 
 
 class Command(
@@ -223,6 +230,19 @@ class ClusterStatus(Command, frozen=True):
     pass
 
 
+class CreateApiKey(Command, frozen=True):
+    """An API key acting as ``role``; ``principal`` is the id it acts as (required for
+    a buyer or a seller key, which act only as themselves; the key id otherwise)."""
+
+    role: ApiKeyRole
+    principal: Id | None = None
+    note: Text | None = None
+
+
+class RevokeApiKey(Command, frozen=True):
+    pass
+
+
 COMMAND_TYPES: Final[dict[CommandKind, type[Command]]] = {
     CommandKind.BUYER_REGISTER: RegisterBuyer,
     CommandKind.SELLER_REGISTER: RegisterSeller,
@@ -239,6 +259,8 @@ COMMAND_TYPES: Final[dict[CommandKind, type[Command]]] = {
     CommandKind.OFFER_REJECT: RejectOffer,
     CommandKind.ADMIN_WINDOW_CANCEL: AdminCancelWindow,
     CommandKind.CLUSTER_STATUS: ClusterStatus,
+    CommandKind.APIKEY_CREATE: CreateApiKey,
+    CommandKind.APIKEY_REVOKE: RevokeApiKey,
 }
 
 

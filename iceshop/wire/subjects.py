@@ -2,9 +2,11 @@
 
 A command's subject is ``<prefix>.<tokens>``; the prefix is one or more tokens chosen
 per deployment. ``SUBJECTS`` is the contract's table, one template per command, with
-``{name}`` marking an id token. ``route`` reads the tokens after the prefix and returns
-the command and its ids, validating each id exactly as a body id is validated (so
-``*``, ``>``, empty tokens, non-ASCII and over-long ids are ``invalid_request``).
+``{name}`` marking an id token, plus two admin subjects beyond the contract
+(``admin.apikeys.{key_id}.create`` / ``.revoke``, API keys for integrations).
+``route`` reads the tokens after the prefix and returns the command and its ids,
+validating each id exactly as a body id is validated (so ``*``, ``>``, empty tokens,
+non-ASCII and over-long ids are ``invalid_request``).
 
 Lookup is a dict keyed by (token count, first token, last token), unique for every
 template, so routing a message costs one dict probe and a few compares; subjects are
@@ -61,6 +63,8 @@ SUBJECTS: Final[dict[CommandKind, str]] = {
     CommandKind.OFFER_REJECT: "sellers.{seller_id}.offers.{offer_id}.reject",
     CommandKind.ADMIN_WINDOW_CANCEL: "admin.windows.{window_id}.cancel",
     CommandKind.CLUSTER_STATUS: "cluster.status",
+    CommandKind.APIKEY_CREATE: "admin.apikeys.{key_id}.create",
+    CommandKind.APIKEY_REVOKE: "admin.apikeys.{key_id}.revoke",
 }
 
 

@@ -14,6 +14,7 @@ Which Struct answers which command::
     window.reservations  ReservationsReply         windows.list      WindowsReply
     decision.get         DecisionView              offer.approve/reject  OfferStatusReply
     admin.window.cancel  WindowView                cluster.status    ClusterStatusReply
+    admin.apikey.create  ApiKeyView (with the secret, once)  admin.apikey.revoke  ApiKeyView
 
 Events are ``Event[T]``: window events carry a ``WindowView`` (so ``closed`` includes
 ``outcome`` and ``close_reason``), demand events ``DemandUpdated``, decision events
@@ -30,6 +31,8 @@ from iceshop.wire.commands import WindowState
 
 __all__ = [
     "MAX_REASONS",
+    "ApiKeyStatus",
+    "ApiKeyView",
     "CancelIntentReply",
     "CloseReason",
     "ClusterStatusReply",
@@ -67,6 +70,7 @@ WindowOutcome = Literal["succeeded", "failed"]
 CloseReason = Literal["expired", "sold_out", "cancelled"]
 DecisionOutcome = Literal["window_proposed", "no_action", "deferred"]
 OfferStatus = Literal["pending", "approved", "rejected", "expired"]
+ApiKeyStatus = Literal["active", "revoked"]
 Number = int | float
 
 T = TypeVar("T")
@@ -215,6 +219,20 @@ class ShardStatus(_View, frozen=True):
 class ClusterStatusReply(_View, frozen=True):
     nodes: list[NodeStatus]
     shards: list[ShardStatus]
+
+
+class ApiKeyView(_View, frozen=True):
+    """An API key as an admin sees it (beyond the contract). ``api_key`` is the whole
+    bearer value ``isk_<key_id>_<secret>``: only in the reply that created the key."""
+
+    key_id: str
+    role: str
+    principal: str
+    note: str | None
+    status: ApiKeyStatus
+    created_at: str
+    revoked_at: str | None
+    api_key: str | None = None
 
 
 class DemandUpdated(_View, frozen=True):

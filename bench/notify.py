@@ -1,0 +1,177 @@
+"""Notifications: how fast the notifier drains requests, and that it keeps the rate.
+
+Everything is real but the provider's far end: a nats-server with JetStream, requests
+published as the product's outbox publishes them, one :class:`~iceshop.notify.Notifier`
+with its store (a JetStream key-value bucket) and contract events.
+
+* **log**: ``n`` requests through the ``log`` provider (a JSON line per message in a
+  temporary file), with no rate limit: notifications/s from the first fetch to the last
+  acknowledgement. This is the notifier's own cost per notification (claim, record,
+  event, ack: four JetStream round trips, pipelined over ``concurrency`` sends).
+* **cloud**: ``m`` requests through the ``whatsapp`` provider against the local fake
+  Cloud API (HTTP on loopback), at the default limit of 80 messages/s: the sustained
+  rate (accepted messages over the time from the first to the last) and the most
+  requests the fake saw in any one-second window, which must not exceed 80 (counted over
+  0.95 s to allow for network jitter between send and arrival).
+
+    python -m bench.notify [--quick]
+
+Exits non-zero if a notification is missing or sent twice, or the rate is exceeded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import anyio
+
+from actors import OutboxEntry, RealClock
+from actors.nats import JetStreamOutbox, NatsServer, NatsTransport
+from bench._common import figure
+from bench.fake_cloud_api import FakeCloudApi
+from iceshop.cli.lifecycle import configure_logging
+from iceshop.notify import (
+    REQUEST_STREAM,
+    Backoff,
+    LogProvider,
+    NotificationStore,
+    Notifier,
+    RateLimiter,
+    WhatsAppProvider,
+)
+from iceshop.notify.provider import Provider
+from iceshop.product.notifications import notification_payload, notification_subject
+from iceshop.product.state import NotificationRequested
+from iceshop.wire import EVENT_STREAM
+
+LOG_N, LOG_N_QUICK = 5000, 1000
+CLOUD_N, CLOUD_N_QUICK = 800, 240
+LIMIT = 80.0
+CONCURRENCY = 64
+
+
+class BenchError(Exception):
+    pass
+
+
+def request(i: int, run: str) -> NotificationRequested:
+    return NotificationRequested(
+        notification_id=f"{run}{i:07d}",
+        window_id="W1",
+        product_id="kettle",
+        seller_id="S1",
+        buyer_id=f"B{i}",
+        intent_id=f"I{i}",
+        phone=f"+9055{i:08d}",
+        locale="tr" if i % 2 else "en",
+        unit_price_minor=129_900,
+        currency="TRY",
+        activates_at=1_800_000_000.0,
+        expires_at=1_800_000_900.0,
+        at=1_800_000_000.0,
+    )
+
+
+async def publish(transport: NatsTransport, n: int, run: str) -> list[str]:
+    outbox = JetStreamOutbox(transport)
+    await outbox.ensure_stream(REQUEST_STREAM, ["iceshop.notifications.>"])
+    await outbox.ensure_stream(EVENT_STREAM, ["iceshop.events.>"])
+    entries = []
+    for i in range(n):
+        req = request(i, run)
+        event_id, body = notification_payload(req)
+        entries.append(
+            OutboxEntry(event_id, notification_subject(req.notification_id, "iceshop"), body)
+        )
+    await outbox.publish(entries)
+    return [e.id.split(".")[1] for e in entries]
+
+
+async def drain(
+    transport: NatsTransport, provider: Provider, rate: float, n: int
+) -> tuple[Notifier, float]:
+    """Run a notifier until ``n`` requests are sent; seconds from start to the last."""
+    notifier = Notifier(
+        transport,
+        NotificationStore(transport),
+        provider,
+        limiter=RateLimiter(RealClock(), rate_per_s=rate),
+        backoff=Backoff(base=0.05, cap=1.0),
+        concurrency=CONCURRENCY,
+        fetch_timeout=0.2,
+    )
+    async with anyio.create_task_group() as tg:
+        start = time.perf_counter()
+        await tg.start(notifier.run)
+        with anyio.fail_after(max(60.0, 4 * n / rate)):
+            await notifier.idle()
+        elapsed = time.perf_counter() - start
+        tg.cancel_scope.cancel()
+    if notifier.stats.sent != n:
+        raise BenchError(f"sent {notifier.stats.sent} of {n}")
+    return notifier, elapsed
+
+
+async def bench_log(url: str, workdir: Path, n: int) -> None:
+    async with NatsTransport(url) as transport:
+        await publish(transport, n, "l")
+        async with LogProvider(workdir / "notifications.jsonl", keep=10) as provider:
+            _, elapsed = await drain(transport, provider, 1e9, n)
+        lines = (workdir / "notifications.jsonl").read_bytes().count(b"\n")
+    if lines != n:
+        raise BenchError(f"log provider wrote {lines} lines for {n} notifications")
+    print(figure(f"notify log: {n} notifications", n / elapsed, "notifications/s"), flush=True)
+
+
+async def bench_cloud(url: str, n: int) -> None:
+    async with NatsTransport(url) as transport, FakeCloudApi() as api:
+        ids = await publish(transport, n, "c")
+        async with WhatsAppProvider(
+            token=api.token,
+            phone_number_id=api.phone_number_id,
+            api_base=api.base,
+            api_version=api.version,
+            max_connections=CONCURRENCY,
+        ) as provider:
+            await drain(transport, provider, LIMIT, n)
+    counts = Counter(api.accepted_ids())
+    if sorted(counts) != sorted(ids) or set(counts.values()) != {1}:
+        raise BenchError("the fake Cloud API did not receive every notification exactly once")
+    first = min(a.arrived for a in api.accepted)
+    last = max(a.arrived for a in api.accepted)
+    sustained = (n - 1) / (last - first)
+    busiest = api.max_in_window(0.95)
+    print(figure(f"notify cloud: {n} notifications, limit {LIMIT:g}/s", sustained, "messages/s"))
+    print(figure("notify cloud: most requests in any 1 s window", busiest, "requests"), flush=True)
+    if busiest > LIMIT:
+        raise BenchError(f"rate limit exceeded: {busiest} requests within a second")
+
+
+async def main_async(quick: bool, workdir: Path) -> None:
+    with NatsServer(jetstream=True, store_dir=workdir / "js") as server:
+        await bench_log(server.url, workdir, LOG_N_QUICK if quick else LOG_N)
+    with NatsServer(jetstream=True, store_dir=workdir / "js2") as server:
+        await bench_cloud(server.url, CLOUD_N_QUICK if quick else CLOUD_N)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.notify")
+    parser.add_argument("--quick", action="store_true")
+    args = parser.parse_args(argv)
+    configure_logging("warning")  # one info line per attempt would measure the terminal
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            anyio.run(main_async, args.quick, Path(tmp))
+        except BenchError as exc:
+            print(f"!! {exc}", flush=True)
+            return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,95 @@
+"""``iceshop notifier``: a notifier in a process of its own, as many as wanted.
+
+Notification requests wait in the ``ICESHOP_NOTIFICATIONS`` stream; every notifier,
+whether inside a node (``notifier = "node"``) or started by this command, binds the same
+durable consumer, so the server shares the requests out between them and more processes
+mean more throughput (up to the provider's limits: ``notify_rate_per_s`` is per process).
+With ``notifier = "external"`` the nodes leave sending entirely to these processes.
+
+Settings are the node's (``--config``, ``ICESHOP_<KEY>``): the subject prefix, the
+provider and its settings, pacing and retries. The WhatsApp token comes from
+``ICESHOP_WHATSAPP_TOKEN`` or ``whatsapp_token_file``, never from a flag. No lock is
+taken on the data directory: several notifiers may share it (the ``log`` provider appends
+whole lines to one file). It prints a ready line once it consumes (waiting for the
+stream if no node created it yet) and stops on SIGINT or SIGTERM: the notifier first
+(sends in flight finish and are recorded, the others are handed back), then the
+provider, then the connection.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+from typing import Any
+
+import anyio
+
+from actors.errors import ActorsError
+from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
+from iceshop.cli.lifecycle import LOG_LEVELS, configure_logging, serve_until_signalled
+from iceshop.cli.node import load
+from iceshop.connection import nats_transport
+from iceshop.notify import Notifier, start_notifier
+from iceshop.settings import Settings
+from iceshop.wire import ShopError
+
+__all__ = ["add_parser", "run", "start_external_notifier"]
+
+
+def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
+    p = sub.add_parser(
+        "notifier",
+        parents=parents,
+        help="run a notifier (sends notifications) apart from the node; start several to scale",
+        description="Send the notification requests of the stream through the configured "
+        "provider, sharing the work with every other notifier, until interrupted. "
+        "Settings: defaults < --config TOML < ICESHOP_<KEY> variables < flags.",
+    )
+    p.add_argument(
+        "--nats",
+        default=argparse.SUPPRESS,
+        metavar="URL[,URL...]",
+        help="NATS server URL(s), comma separated (setting nats_url)",
+    )
+    p.add_argument("--data", metavar="DIR", help="data directory (setting data_dir)")
+    p.add_argument("--config", metavar="FILE", help="TOML settings file (the node's)")
+    p.add_argument("--node-id", metavar="ID", help="a name for this process (setting node_id)")
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.set_defaults(handler=run)
+
+
+async def start_external_notifier(stack: contextlib.AsyncExitStack, settings: Settings) -> Notifier:
+    """Connect and run a notifier on ``stack``; returns once it consumes."""
+    name = f"iceshop-notifier-{settings.node_id}" if settings.node_id else "iceshop-notifier"
+    try:
+        transport = await stack.enter_async_context(
+            nats_transport(settings, name=name)  # the node's NATS login
+        )
+        return await start_notifier(stack, transport, settings, wait=True)
+    except ShopError as exc:  # a provider setting missing or wrong
+        raise CliError(exc.message, EXIT_USAGE) from exc
+    except ActorsError as exc:  # NATS unreachable
+        raise CliError(f"notifier did not start: {exc}", EXIT_FAILED) from exc
+
+
+def run(args: argparse.Namespace) -> int:
+    configure_logging(args.log_level)
+    settings = load(
+        args.config,
+        {"nats_url": args.nats, "data_dir": args.data, "node_id": args.node_id},
+    )
+
+    async def start(stack: contextlib.AsyncExitStack) -> None:
+        notifier = await start_external_notifier(stack, settings)
+        print(f"  NATS      {settings.nats_url}", flush=True)
+        print(f"  provider  {notifier.provider.name}", flush=True)
+        print(f"  rate      {settings.notify_rate_per_s:g}/s from this process", flush=True)
+        print(f"  consumer  {notifier.durable} on {notifier.stream}", flush=True)
+        print(f"  worker    {notifier.worker}", flush=True)
+        print("notifier ready", flush=True)
+
+    def stopping() -> None:
+        print("stopping the notifier", flush=True)
+
+    anyio.run(serve_until_signalled, start, stopping)
+    return EXIT_OK

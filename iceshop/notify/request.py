@@ -1,0 +1,70 @@
+"""What a notifier reads: the product's notification request, decoded leniently.
+
+The product publishes ``{"event_id", "type": "requested", "at", "seq": 1, "data"}`` on
+``<prefix>.notifications.<notification_id>.requested`` (see
+:mod:`iceshop.product.notifications`). The notifier decodes the ``data`` into its own
+:class:`NotifyRequest` rather than the product's Struct, for two reasons: unknown fields
+are ignored (a newer product may add some; a request is never refused for that), and
+``whatsapp_opt_in`` is read when present.
+
+Consent: the product asks only for buyers who opted in (it filters on the buyer's
+``whatsapp_opt_in`` when it records the request), and today's requests do not carry the
+flag. A request that does carry it and says ``false`` is refused by the notifier as
+well, so consent is checked twice whenever it can be.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+import msgspec
+
+__all__ = [
+    "REQUEST_STREAM",
+    "NotifyRequest",
+    "RequestEvent",
+    "decode_request",
+    "request_subject_filter",
+]
+
+#: The stream the node stores requests in (``<prefix>.notifications.>``).
+REQUEST_STREAM: Final = "ICESHOP_NOTIFICATIONS"
+
+
+class NotifyRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """The fields of a notification request the notifier uses."""
+
+    notification_id: str
+    buyer_id: str
+    phone: str
+    locale: str = "tr"
+    window_id: str
+    product_id: str
+    seller_id: str = ""
+    unit_price_minor: int
+    currency: str = "TRY"
+    activates_at: str = ""
+    expires_at: str
+    whatsapp_opt_in: bool | None = None
+    """``None``: the request does not say (the product filtered already)."""
+
+
+class RequestEvent(msgspec.Struct, frozen=True, kw_only=True):
+    event_id: str
+    type: str
+    at: str
+    seq: int
+    data: NotifyRequest
+
+
+_decoder: Final = msgspec.json.Decoder(RequestEvent)
+
+
+def decode_request(payload: bytes) -> RequestEvent:
+    """Decode a request body; raises ``msgspec.DecodeError`` (also for a bad shape)."""
+    return _decoder.decode(payload)
+
+
+def request_subject_filter(prefix: str) -> str:
+    """The subjects notification requests are published on."""
+    return f"{prefix}.notifications.*.requested"

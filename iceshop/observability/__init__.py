@@ -1,0 +1,28 @@
+"""Observability of a node: counters, Prometheus metrics and NATS service discovery.
+
+- :mod:`iceshop.observability.counters`: :class:`ShopCounters`, the shop's own counts
+  (joins and notifications by outcome), kept by the actors that decide them.
+- :mod:`iceshop.observability.metrics`: :class:`~.metrics.NodeMetrics`, the node's
+  Prometheus registry, read from the runtime's and the shop's counters at scrape time.
+- :mod:`iceshop.observability.endpoint`: the ``/metrics`` HTTP endpoint.
+- :mod:`iceshop.observability.discovery`: the node as a ``nats.micro`` service.
+
+Only the counters are imported here: the window actor needs them, and they must not pull
+the metrics library or the HTTP server into every process that imports an actor.
+"""
+
+from __future__ import annotations
+
+from importlib.metadata import PackageNotFoundError, version
+
+from iceshop.observability.counters import ShopCounters
+
+__all__ = ["ShopCounters", "node_version"]
+
+
+def node_version() -> str:
+    """The installed ``iceshop`` distribution's version ("0.0.0" when not installed)."""
+    try:
+        return version("iceshop")
+    except PackageNotFoundError:
+        return "0.0.0"
