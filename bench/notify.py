@@ -7,12 +7,15 @@ with its store (a JetStream key-value bucket) and contract events.
 * **log**: ``n`` requests through the ``log`` provider (a JSON line per message in a
   temporary file), with no rate limit: notifications/s from the first fetch to the last
   acknowledgement. This is the notifier's own cost per notification (claim, record,
-  event, ack: four JetStream round trips, pipelined over ``concurrency`` sends).
+  event, ack: four JetStream round trips, pipelined over ``concurrency`` sends). The
+  baseline, measured in the same run on a fresh server: a bare pull consumer that only
+  fetches the same requests and acknowledges each (the floor of any JetStream worker).
 * **cloud**: ``m`` requests through the ``whatsapp`` provider against the local fake
   Cloud API (HTTP on loopback), at the default limit of 80 messages/s: the sustained
   rate (accepted messages over the time from the first to the last) and the most
   requests the fake saw in any one-second window, which must not exceed 80 (counted over
-  0.95 s to allow for network jitter between send and arrival).
+  0.95 s to allow for network jitter between send and arrival). The baseline is the limit
+  itself: the sustained rate should be close to it, never above.
 
     python -m bench.notify [--quick]
 
@@ -32,7 +35,7 @@ import anyio
 
 from actors import OutboxEntry, RealClock
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport
-from bench._common import figure
+from bench._common import figure, ratio
 from bench.fake_cloud_api import FakeCloudApi
 from iceshop.cli.lifecycle import configure_logging
 from iceshop.notify import (
@@ -117,7 +120,23 @@ async def drain(
     return notifier, elapsed
 
 
-async def bench_log(url: str, workdir: Path, n: int) -> None:
+async def bare_consume(url: str, n: int) -> float:
+    """Fetch ``n`` requests and acknowledge each, nothing else: requests per second."""
+    async with NatsTransport(url) as transport:
+        await publish(transport, n, "b")
+        js = transport.client.jetstream()
+        sub = await js.pull_subscribe("iceshop.notifications.>", durable="bench-bare")
+        done = 0
+        start = time.perf_counter()
+        while done < n:
+            for msg in await sub.fetch(min(256, n - done), timeout=5):
+                await msg.ack()
+                done += 1
+        await transport.flush()
+        return n / (time.perf_counter() - start)
+
+
+async def bench_log(url: str, workdir: Path, n: int) -> float:
     async with NatsTransport(url) as transport:
         await publish(transport, n, "l")
         async with LogProvider(workdir / "notifications.jsonl", keep=10) as provider:
@@ -126,9 +145,10 @@ async def bench_log(url: str, workdir: Path, n: int) -> None:
     if lines != n:
         raise BenchError(f"log provider wrote {lines} lines for {n} notifications")
     print(figure(f"notify log: {n} notifications", n / elapsed, "notifications/s"), flush=True)
+    return n / elapsed
 
 
-async def bench_cloud(url: str, n: int) -> None:
+async def bench_cloud(url: str, n: int) -> float:
     async with NatsTransport(url) as transport, FakeCloudApi() as api:
         ids = await publish(transport, n, "c")
         async with WhatsAppProvider(
@@ -150,13 +170,20 @@ async def bench_cloud(url: str, n: int) -> None:
     print(figure("notify cloud: most requests in any 1 s window", busiest, "requests"), flush=True)
     if busiest > LIMIT:
         raise BenchError(f"rate limit exceeded: {busiest} requests within a second")
+    return sustained
 
 
 async def main_async(quick: bool, workdir: Path) -> None:
+    n = LOG_N_QUICK if quick else LOG_N
     with NatsServer(jetstream=True, store_dir=workdir / "js") as server:
-        await bench_log(server.url, workdir, LOG_N_QUICK if quick else LOG_N)
+        ours = await bench_log(server.url, workdir, n)
+    with NatsServer(jetstream=True, store_dir=workdir / "js0") as server:
+        bare = await bare_consume(server.url, n)
+    print(figure(f"bare consume + ack: {n} requests", bare, "requests/s"), flush=True)
+    print(ratio("notify log vs bare consume", ours, bare, "bare consume"), flush=True)
     with NatsServer(jetstream=True, store_dir=workdir / "js2") as server:
-        await bench_cloud(server.url, CLOUD_N_QUICK if quick else CLOUD_N)
+        sustained = await bench_cloud(server.url, CLOUD_N_QUICK if quick else CLOUD_N)
+    print(ratio("notify cloud vs its limit", sustained, LIMIT, "limit"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:
