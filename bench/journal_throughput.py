@@ -9,7 +9,12 @@ its deadlines). The group is measured twice: spread over 50 actors (each commit 
 page per actor) and all for one hot actor (the window actor's case: appends stay on a few
 pages).
 
+Beside them, the same two group commits on the JetStream journal (the cluster mode's), on
+a private single nats-server with file storage: one record per actor per write, all
+pipelined, against one SQLite transaction.
+
     python -m bench.journal_throughput [--quick] [--seconds S] [--synchronous NORMAL|FULL]
+                                       [--no-jetstream]
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from typing import Literal
 
 import anyio
 
-from actors.journal import Deadline, SqliteJournal, WriteRequest
+from actors.journal import Deadline, JetStreamJournal, Journal, SqliteJournal, WriteRequest
+from actors.nats import NatsServer, NatsTransport
 from bench._common import figure, median, ratio
 
 Sync = Literal["NORMAL", "FULL"]
@@ -35,8 +41,12 @@ PAYLOAD = b"x" * 100
 
 async def group_commit(path: Path, seconds: float, synchronous: Sync, actors: int) -> float:
     """Events/s committing ``GROUP_EVENTS`` events spread over ``actors`` actors per write."""
+    return await group_commit_on(SqliteJournal(path, synchronous=synchronous), seconds, actors)
+
+
+async def group_commit_on(journal: Journal, seconds: float, actors: int) -> float:
+    """:func:`group_commit` on any journal (opened and closed here)."""
     per_actor = GROUP_EVENTS // actors
-    journal = SqliteJournal(path, synchronous=synchronous)
     await journal.open()
     try:
         heads = [0] * actors
@@ -123,6 +133,32 @@ async def recovery(path: Path, actors: int, per_call: int) -> float:
         await journal.close()
 
 
+async def jetstream_rounds(
+    directory: Path, rounds: int, seconds: float
+) -> tuple[list[float], list[float]]:
+    """The two group commits on a fresh stream per round, on one private server."""
+    spread: list[float] = []
+    hot: list[float] = []
+    async with (
+        NatsServer(store_dir=directory / "jetstream") as server,
+        NatsTransport([server.url]) as transport,
+    ):
+        for n in range(rounds):
+            spread.append(
+                await group_commit_on(
+                    JetStreamJournal(transport, stream=f"G{n}", prefix=f"g{n}"),
+                    seconds,
+                    GROUP_ACTORS,
+                )
+            )
+            hot.append(
+                await group_commit_on(
+                    JetStreamJournal(transport, stream=f"H{n}", prefix=f"h{n}"), seconds, 1
+                )
+            )
+    return spread, hot
+
+
 async def run(args: argparse.Namespace) -> None:
     rounds = 2 if args.quick else 3
     seconds = args.seconds or (0.4 if args.quick else 1.5)
@@ -150,6 +186,14 @@ async def run(args: argparse.Namespace) -> None:
         print(ratio("group commit, one hot actor", h, s, "one-commit-per-event"))
         rate = await recovery(directory / "r.db", actors, 1000)
         print(figure(f"recover ({actors:,} actors, 1000 per call)", rate, "actors/s"))
+        if args.jetstream:
+            js_spread, js_hot = await jetstream_rounds(directory, rounds, seconds)
+            jg, jh = median(js_spread), median(js_hot)
+            print(figure(f"jetstream {label}", jg, "events/s"))
+            print(
+                figure(f"jetstream group commit ({GROUP_EVENTS} events / 1 actor)", jh, "events/s")
+            )
+            print(ratio("jetstream group commit", jg, g, "sqlite-group-commit"))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -157,6 +201,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="small sizes, for a smoke test")
     parser.add_argument("--seconds", type=float, help="seconds per mode per round (default 1.5)")
     parser.add_argument("--synchronous", choices=("NORMAL", "FULL"), default="NORMAL")
+    parser.add_argument(
+        "--no-jetstream",
+        dest="jetstream",
+        action="store_false",
+        help="skip the JetStream journal's figures (they start a nats-server)",
+    )
     args = parser.parse_args(argv)
     anyio.run(run, args, backend="asyncio")
     return 0
