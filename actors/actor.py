@@ -22,7 +22,8 @@ from collections import deque
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from .envelope import Overflow, Reply
+from .envelope import Envelope, Overflow, Reply
+from .tracing import Forwarded, Span
 
 if TYPE_CHECKING:
     from .ref import ActorRef
@@ -33,6 +34,29 @@ __all__ = ["Actor", "ActorState"]
 
 def _no_reply(value: Any) -> None:
     """Reply handle of a message nobody waits for."""
+
+
+class _TraceScope:
+    """See :meth:`Actor.continue_trace`."""
+
+    __slots__ = ("saved", "span", "system")
+
+    def __init__(self, system: ActorSystem, span: Span | None) -> None:
+        self.system = system
+        self.span = span
+        self.saved: Span | None = None
+
+    def __enter__(self) -> None:
+        system = self.system
+        span = self.span
+        self.saved = system._span
+        system._span = span
+        traced = system._traced
+        if span is not None and traced is not None and type(span) is not Forwarded:
+            traced.append(span)  # the commit spans are one per trace
+
+    def __exit__(self, *exc: object) -> None:
+        self.system._span = self.saved
 
 
 class ActorState:
@@ -127,9 +151,24 @@ class Actor:
     def headers(self) -> Mapping[str, str]:
         """Headers of the message being handled (empty outside a turn)."""
         env = self._a_kind.system._current
-        if env is None or env.headers is None:
+        if type(env) is not Envelope or env.headers is None:
             return {}
         return env.headers
+
+    @property
+    def current_span(self) -> Span | None:
+        """The span of the traced message being handled (see :mod:`actors.tracing`), or
+        ``None``. Keep it with work that waits (a reply taken with :meth:`reply_later`)
+        to finish that work in its own trace with :meth:`continue_trace`."""
+        return self._a_kind.system._span
+
+    def continue_trace(self, span: Span | None) -> _TraceScope:
+        """``with self.continue_trace(span):`` makes ``span`` (from
+        :attr:`current_span`, perhaps in an earlier turn) the current span inside the
+        block: events emitted and requests sent there carry its context, and in a
+        persistent actor this turn's commit gets a ``commit`` span in its trace. With
+        ``span=None`` the block runs in no trace."""
+        return _TraceScope(self._a_kind.system, span)
 
     def now(self) -> float:
         """Wall-clock seconds since the epoch, from the system's clock."""
@@ -156,7 +195,7 @@ class Actor:
         """Take over the reply to the message being handled: the handler's return value
         is then not sent. Answer later, from any turn, with :meth:`respond`."""
         env = self._a_kind.system._current
-        if env is None or env.reply is None:
+        if type(env) is not Envelope or env.reply is None:
             return _no_reply
         reply = env.reply
         env.reply = None

@@ -23,8 +23,10 @@ import anyio.lowlevel
 import structlog
 
 from .actor import Actor, ActorState
+from .current import enter_dispatcher
 from .envelope import Envelope
 from .errors import DeadlineExceeded
+from .tracing import TRACEPARENT, Forwarded, Span, Tracer, unsampled
 
 if TYPE_CHECKING:
     from .system import ActorSystem
@@ -77,6 +79,28 @@ def requeue_front(actor: Actor, items: list[Any]) -> None:
     actor._a_mail = queue
 
 
+def start_turn_span(tracer: Tracer, actor: Actor, item: Envelope) -> Span | None:
+    """The ``turn <kind>`` span of a message, when it carries a trace context."""
+    headers = item.headers
+    if not headers:
+        return None
+    parent = headers.get(TRACEPARENT)
+    if parent is None:
+        return None
+    if unsampled(parent):
+        return Forwarded(parent)
+    kind = actor._a_kind
+    return tracer.start(
+        kind.span_name,
+        headers,
+        {
+            "actor.kind": kind.name,
+            "actor.key": actor._a_key,
+            "message.type": type(item.message).__name__,
+        },
+    )
+
+
 def deliver(reply: Any, value: Any) -> None:
     """Call a reply callback; a faulty callback is logged, never raised into a turn."""
     try:
@@ -118,6 +142,7 @@ class Dispatcher:
     async def run(self) -> None:
         runq = self._runq
         system = self._system
+        enter_dispatcher(system)
         slice_turns = self.slice_turns
         while True:
             if not runq:
@@ -155,8 +180,10 @@ class Dispatcher:
             kind.touch(actor)
         clock = system.clock
         receive = actor.receive
+        tracer = system._tracer
         n = kind.throughput
         handled = 0
+        system._actor = actor
         while n:
             if actor._a_sys is None:  # inlined next_envelope: the hot path
                 mail = actor._a_mail
@@ -172,6 +199,7 @@ class Dispatcher:
             else:
                 item = next_envelope(actor)
             n -= 1
+            span = None
             if type(item) is Envelope:
                 if item.deadline is not None and item.deadline < clock.monotonic():
                     if item.reply is not None:
@@ -179,12 +207,17 @@ class Dispatcher:
                     continue
                 system._current = item
                 message = item.message
+                if tracer is not None:
+                    span = system._span = start_turn_span(tracer, actor, item)
             else:
-                message = item
+                system._current = message = item
             try:
                 result = receive(message)
             except Exception as exc:
-                system._current = None
+                system._current = system._actor = None
+                if span is not None:
+                    system._span = None
+                    span.end(exc)
                 self.handled += handled
                 kind.handled += handled
                 system._failed(actor, item, exc, [])
@@ -192,6 +225,9 @@ class Dispatcher:
             handled += 1
             if type(item) is Envelope:
                 system._current = None
+                if span is not None:
+                    system._span = None
+                    span.end()
                 if item.reply is not None:
                     try:
                         item.reply(result)
@@ -199,7 +235,7 @@ class Dispatcher:
                         log.error("reply callback failed", error=repr(exc))
             if actor._a_state != READY:
                 break
-        system._current = None
+        system._current = system._actor = None
         self.handled += handled
         kind.handled += handled
         if handled:

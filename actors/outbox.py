@@ -14,10 +14,12 @@ from collections.abc import Sequence
 from typing import Protocol
 
 import anyio
+import msgspec
 import structlog
 
 from .errors import ActorsError
 from .journal.base import Journal, OutboxEntry
+from .tracing import TRACEPARENT, Span, Tracer, unsampled
 
 __all__ = ["OutboxRelay", "OutboxSink"]
 
@@ -29,6 +31,36 @@ class OutboxSink(Protocol):
     :class:`~actors.errors.TransportError` when they could not be delivered."""
 
     async def publish(self, entries: Sequence[OutboxEntry]) -> None: ...
+
+
+def trace_publish(
+    tracer: Tracer, entries: list[OutboxEntry]
+) -> tuple[list[OutboxEntry], list[Span]]:
+    """A ``publish event`` span for each entry emitted in a traced turn (its
+    ``traceparent`` header names that turn's span), and the entries to send, whose
+    ``traceparent`` now names the publish span: consumers continue the trace from it."""
+    spans: list[Span] = []
+    out = entries
+    for i, entry in enumerate(entries):
+        headers = entry.headers
+        if not headers:
+            continue
+        parent = headers.get(TRACEPARENT)
+        if parent is None or unsampled(parent):
+            continue  # not traced, or forwarded as it is
+        span = tracer.start(
+            "publish event",
+            headers,
+            {"messaging.destination.name": entry.subject, "messaging.message.id": entry.id},
+            "producer",
+        )
+        if span is None:
+            continue
+        spans.append(span)
+        if out is entries:
+            out = list(entries)
+        out[i] = msgspec.structs.replace(entry, headers={**headers, TRACEPARENT: span.traceparent})
+    return out, spans
 
 
 class OutboxRelay:
@@ -57,6 +89,8 @@ class OutboxRelay:
         self._wake = anyio.Event()
         self._in_flight = 0
         self.published = 0
+        #: Spans of traced entries (set by the system; see :mod:`actors.tracing`).
+        self.tracer: Tracer | None = None
 
     def push(self, entries: Sequence[OutboxEntry]) -> None:
         if self._draining:
@@ -80,6 +114,10 @@ class OutboxRelay:
 
     async def _deliver(self, entries: list[OutboxEntry]) -> None:
         self._in_flight = len(entries)
+        spans: list[Span] = []
+        failure: BaseException | None = None
+        if self.tracer is not None:
+            entries, spans = trace_publish(self.tracer, entries)
         try:
             while True:
                 try:
@@ -92,8 +130,13 @@ class OutboxRelay:
                 except ActorsError as exc:
                     log.warning("outbox publish failed; retrying", error=repr(exc))
                     await anyio.sleep(self._retry_delay)
+        except BaseException as exc:  # cancelled while retrying: the spans say so
+            failure = exc
+            raise
         finally:
             self._in_flight = 0
+            for span in spans:
+                span.end(failure)
 
     async def _drain_journal(self, journal: Journal) -> None:
         """Publish everything the journal still holds, until a read finds nothing and

@@ -28,13 +28,14 @@ import anyio
 import structlog
 
 from .actor import ActorState
-from .dispatcher import deliver, next_envelope, requeue_front
+from .dispatcher import deliver, next_envelope, requeue_front, start_turn_span
 from .envelope import Envelope
 from .errors import ActorsError, CommitFailed, DeadlineExceeded, JournalUnavailable
 from .journal.base import Deadline, Journal, Recovery, WriteRequest
 from .persistent import DeadlineFired, PersistentActor
 from .stats import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
 from .timers import TimerEntry
+from .tracing import Forwarded, Span, Tracer
 
 if TYPE_CHECKING:
     from .system import ActorSystem
@@ -88,10 +89,31 @@ def _overtaken(actor: PersistentActor, name: str) -> bool:
     return False
 
 
+def _start_commit_spans(tracer: Tracer, traced: list[Span]) -> list[Span]:
+    """A ``commit`` span for each trace the staged turn worked in, a child of the first
+    span of that trace in the turn (a message's, or one continued by the handler)."""
+    spans: list[Span] = []
+    seen: set[str] = set()
+    for parent in traced:
+        trace_id = parent.traceparent[3:35]
+        if trace_id not in seen:
+            seen.add(trace_id)
+            span = tracer.start("commit", parent)
+            if span is not None:
+                spans.append(span)
+    return spans
+
+
+def _end_spans(spans: list[Span], batch: int, error: BaseException | None = None) -> None:
+    for span in spans:
+        span.set_attribute("journal.batch_size", batch)
+        span.end(error)
+
+
 class _Staged:
     """What a committing actor waits for."""
 
-    __slots__ = ("actor", "after", "batch", "fired", "replies", "request", "void")
+    __slots__ = ("actor", "after", "batch", "fired", "replies", "request", "spans", "void")
 
     def __init__(
         self,
@@ -108,6 +130,8 @@ class _Staged:
         self.replies = replies
         self.batch = batch
         self.fired = fired
+        #: ``commit`` spans of the turn's traced messages (see actors.tracing).
+        self.spans: list[Span] | None = None
         # Set when an earlier commit of the same actor failed: this one is doomed too
         # (its expected sequence cannot match) and was already answered.
         self.void = False
@@ -154,16 +178,22 @@ class PersistenceDriver:
         if kind.lru:
             kind.touch(actor)
         clock = system.clock
+        tracer = system._tracer
         n = kind.throughput
         batch: list[Any] = []
         replies: list[tuple[Any, Any]] = []
         fired: list[DurableFire] = []
+        traced: list[Span] | None = None
+        system._actor = actor
+        if tracer is not None:
+            system._traced = traced = []
         while n:
             item = next_envelope(actor)
             if item is None:
                 break
             n -= 1
             reply = None
+            span = None
             if type(item) is Envelope:
                 if item.deadline is not None and item.deadline < clock.monotonic():
                     if item.reply is not None:
@@ -172,9 +202,10 @@ class PersistenceDriver:
                 system._current = item
                 message = item.message
                 reply = item.reply
+                if tracer is not None:
+                    span = system._span = start_turn_span(tracer, actor, item)
             else:
-                system._current = None
-                message = item
+                system._current = message = item
             if type(message) is DurableFire:
                 if not system.timers.is_current_fire(
                     kind.name, actor._a_key, message.name, message.due
@@ -185,22 +216,34 @@ class PersistenceDriver:
                     actor._p_cancel = set()
                 actor._p_cancel.add(message.name)
                 message = DeadlineFired(message.name, message.due, clock.time() - message.due)
+                system._current = message
             system._replies = replies
             try:
                 result = actor.receive(message)
             except Exception as exc:
-                system._current = None
+                system._current = system._actor = None
                 system._replies = None
+                if tracer is not None:
+                    system._span = system._traced = None
+                    if span is not None:
+                        span.end(exc)
                 self._discard_staged(actor)
                 system._failed(actor, item, exc, batch)
                 return
+            if span is not None:
+                system._span = None
+                span.end()
+                if traced is not None and type(span) is not Forwarded:
+                    traced.append(span)
             batch.append(item)
             if reply is not None and type(item) is Envelope and item.reply is not None:
                 replies.append((reply, result))
             if actor._a_state != READY:
                 break
-        system._current = None
+        system._current = system._actor = None
         system._replies = None
+        if tracer is not None:
+            system._span = system._traced = None
         system.dispatcher.handled += len(batch)
         kind.handled += len(batch)
         request = self._stage(actor)
@@ -228,6 +271,9 @@ class PersistenceDriver:
             return
         after, actor._p_after = actor._p_after, None
         staged = _Staged(actor, request, replies, batch, fired, after)
+        if traced:
+            assert tracer is not None
+            staged.spans = _start_commit_spans(tracer, traced)
         if flight is None:
             actor._p_flight = flight = deque()
         flight.append(staged)
@@ -322,6 +368,8 @@ class PersistenceDriver:
             self.commit_seconds.observe(perf_counter() - started)
             self.commit_batch.observe(len(group))
             for staged, result in zip(group, results, strict=True):
+                if staged.spans is not None:
+                    _end_spans(staged.spans, len(group), result)
                 if result is None:
                     self._committed(staged)
                 else:

@@ -31,6 +31,7 @@ from .envelope import Envelope
 if TYPE_CHECKING:
     from .ref import ActorRef
 from .journal.base import OutboxEntry
+from .tracing import TRACEPARENT
 
 __all__ = ["DeadlineFired", "PersistentActor"]
 
@@ -172,7 +173,12 @@ class PersistentActor(Actor):
         headers: dict[str, str] | None = None,
     ) -> None:
         """Publish ``payload`` on ``subject`` once this turn has committed (at least
-        once; ``id`` is the de-duplication id downstream)."""
+        once; ``id`` is the de-duplication id downstream). In a traced turn the entry
+        carries the current span's ``traceparent`` (see :mod:`actors.tracing`)."""
+        span = self._a_kind.system._span
+        if span is not None:
+            headers = dict(headers) if headers else {}
+            headers.setdefault(TRACEPARENT, span.traceparent)
         entry = OutboxEntry(id=id, subject=subject, payload=payload, headers=headers or {})
         if self._p_outbox is None:
             self._p_outbox = [entry]

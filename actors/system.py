@@ -37,6 +37,7 @@ from .ref import ActorRef, _AskSlot
 from .stats import TURN_BUCKETS, Histogram, KindStats, RuntimeStats
 from .supervision import DeadLetters, backoff_delay, encode_payload
 from .timers import TimerEntry, TimerService
+from .tracing import TRACEPARENT, Span, Tracer
 
 __all__ = ["ActorSystem", "KindRuntime"]
 
@@ -65,11 +66,18 @@ class _PendingRequest:
     requests the actor itself has outstanding. With the ask's deadline timer this makes
     the reply certain: the value, or :class:`~actors.errors.AskTimeout`."""
 
-    __slots__ = ("done", "origin", "timer", "to_message")
+    __slots__ = ("done", "headers", "origin", "timer", "to_message")
 
-    def __init__(self, origin: ActorRef, to_message: Callable[[Any], Any]) -> None:
+    def __init__(
+        self,
+        origin: ActorRef,
+        to_message: Callable[[Any], Any],
+        headers: dict[str, str] | None = None,
+    ) -> None:
         self.origin = origin
         self.to_message = to_message
+        #: The trace context of the request (the requester's span), for the reply.
+        self.headers = headers
         self.done = False
         self.timer: TimerEntry | None = None
 
@@ -83,7 +91,10 @@ class _PendingRequest:
         try:
             actor = origin._target()
             message = self.to_message(value)
-            if message is None or type(message) is deque or type(message) is Envelope:
+            if self.headers is not None:
+                # Traced: the reply's turn continues the requester's trace.
+                message = Envelope(message, None, self.headers)
+            elif message is None or type(message) is deque or type(message) is Envelope:
                 message = Envelope(message)
             origin._system._enqueue_system(actor, message)
         except ActorsError as exc:
@@ -114,6 +125,7 @@ class KindRuntime:
     ) -> None:
         self.system = system
         self.name = name
+        self.span_name = f"turn {name}"
         self.factory = factory
         self.cls = cls
         self.active: dict[str, Actor] = {}
@@ -208,6 +220,7 @@ class ActorSystem:
         node_id: str | None = None,
         sweep_interval: float = 1.0,
         shutdown_timeout: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         #: How long leaving ``async with`` waits for pending commits and publishes.
         self.shutdown_timeout = shutdown_timeout
@@ -222,7 +235,16 @@ class ActorSystem:
         self.restarts = 0
         self._kinds: dict[str, KindRuntime] = {}
         self._parked: dict[str, list[TimerEntry]] = {}
-        self._current: Envelope | None = None
+        # The item (an Envelope or a bare message) being handled, and the actor whose
+        # turn it is: read by handlers (headers, reply_later) and by loggers
+        # (actors.current).
+        self._current: Any = None
+        self._actor: Actor | None = None
+        # The span of the traced message being handled (see actors.tracing), and in a
+        # persistent turn the spans its commit continues.
+        self._span: Span | None = None
+        self._traced: list[Span] | None = None
+        self.tracer = tracer
         # Replies of the persistent turn in progress (sent after its commit).
         self._replies: list[tuple[Any, Any]] | None = None
         self._tg: TaskGroup | None = None
@@ -291,6 +313,17 @@ class ActorSystem:
                     with anyio.CancelScope(shield=True):
                         await self.journal.close()
         return suppressed
+
+    @property
+    def tracer(self) -> Tracer | None:
+        """Where spans go (:mod:`actors.tracing`); ``None``, the default, traces nothing.
+        Set it before the system starts."""
+        return self._tracer
+
+    @tracer.setter
+    def tracer(self, tracer: Tracer | None) -> None:
+        self._tracer = tracer
+        self.outbox.tracer = tracer
 
     @property
     def busy(self) -> bool:
@@ -569,11 +602,13 @@ class ActorSystem:
         to_message: Callable[[Any], Any],
         timeout: float,
     ) -> None:
-        pending = _PendingRequest(origin, to_message)
+        span = self._span
+        headers = None if span is None else {TRACEPARENT: span.traceparent}
+        pending = _PendingRequest(origin, to_message, headers)
         due = self.clock.monotonic() + timeout
         pending.timer = TimerEntry(_ASK, "", "", due, pending, False)
         try:
-            target.tell(message, reply_to=pending, deadline=due)
+            target.tell(message, reply_to=pending, headers=headers, deadline=due)
         except ActorsError as exc:
             pending(exc)
             return

@@ -33,6 +33,7 @@ BENCHMARKS = (
     "flash_crowd",
     "notify",
     "metrics_overhead",
+    "tracing_overhead",
     "fuzz",
 )
 REPO_ROOT = Path(__file__).resolve().parent.parent

@@ -25,7 +25,8 @@ until it is active.
   crash may be there too (reported, not a fault).
 
     python -m bench.flash_crowd [--quick] [--mode crowd|crash|both] [--projector external|node]
-                                [--metrics off|on|compare]
+                                [--metrics off|on|compare] [--tracing off|on|compare]
+                                [--trace-ratio R]
 
 ``--projector`` says where the read model's projector runs: ``external`` (the default) in
 an ``iceshop projector`` process beside the node, on the same data directory, the node
@@ -41,6 +42,14 @@ load's. ``--metrics compare`` then runs more crowds in the same run, without and
 metrics alternately (3 of each; the first crowd is the warm-up), and reports the ratios
 of their medians (target: metrics cost under 10 %).
 The runtime's own counters are always on; ``bench.metrics_overhead`` measures those.
+
+``--tracing on`` starts the node with ``trace_exporter = "otlp"`` and
+``trace_sample_ratio = R`` (``--trace-ratio``, default: the node's default), exporting
+to a stand-in collector in this process (``bench._otlp_sink``, which counts the spans it
+receives); the load sends no ``traceparent``, so each join's trace starts at the node.
+``--tracing compare`` runs crowds with nothing on and with tracing on, alternately, like
+``--metrics compare``; add ``--metrics on`` to have the "on" crowds scrape metrics too,
+which measures the whole observability cost against none.
 
 Exits non-zero on any oversell, any acknowledged join lost, or a count that does not
 add up.
@@ -67,6 +76,8 @@ from actors.nats import NatsServer, NatsTransport
 from bench._common import figure, median, ratio
 from bench._flash_load import LoadResult, LoadSpec
 from bench._flash_shop import REPO_ROOT, BenchError, NodeProcess, ShopClient, child_env
+from bench._otlp_sink import OtlpSink
+from iceshop.settings import Settings
 
 __all__ = [
     "CrashResult",
@@ -138,6 +149,8 @@ class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
     """Held reservations that no ``ok`` reply acknowledged."""
     metrics: MetricsWatch | None = None
     """The scrapes of the node's metrics endpoint, when it had one."""
+    trace_spans: int | None = None
+    """Spans the stand-in collector received from the node (None: tracing off)."""
 
     @property
     def oversell(self) -> int:
@@ -233,18 +246,21 @@ async def noop_responder(url: str) -> AsyncIterator[None]:
 
 @asynccontextmanager
 async def shop_environment(
-    workdir: Path, readmodel_projector: str = "external", metrics_port: int = 0
+    workdir: Path,
+    readmodel_projector: str = "external",
+    metrics_port: int = 0,
+    extra_settings: dict[str, str] | None = None,
 ) -> AsyncIterator[tuple[NatsServer, NodeProcess, ShopClient]]:
     """A nats-server, a node process (with its projector process when ``external``) and a
     client connection; all stopped when left. ``metrics_port``: the node's metrics
-    endpoint (0: none)."""
+    endpoint (0: none); ``extra_settings``: more node settings."""
     async with NatsServer(jetstream=True, store_dir=workdir / "jetstream") as server:
         node = NodeProcess(
             server.url,
             workdir / "node",
             workdir / "node.log",
             readmodel_projector=readmodel_projector,
-            extra_settings={"metrics_port": str(metrics_port)},
+            extra_settings={"metrics_port": str(metrics_port), **(extra_settings or {})},
         )
         async with NatsTransport(server.url, name="flash-bench") as transport:
             client = ShopClient(transport)
@@ -344,12 +360,53 @@ async def crowd(
     ceiling: bool = True,
     readmodel_projector: str = "external",
     metrics: bool = False,
+    tracing: bool = False,
+    trace_ratio: float = 1.0,
     echo: Echo = print,
 ) -> CrowdResult:
     """The crowd mode (see the module docstring), its files under ``workdir``; with
-    ``metrics`` the node serves ``/metrics`` and it is scraped during the crowd."""
+    ``metrics`` the node serves ``/metrics`` and it is scraped during the crowd; with
+    ``tracing`` it exports its spans (``trace_ratio`` of the joins) to a stand-in
+    collector."""
+    async with OtlpSink() as sink:
+        result = await _crowd(
+            sizes,
+            workdir,
+            ceiling=ceiling,
+            readmodel_projector=readmodel_projector,
+            metrics=metrics,
+            trace_settings=_trace_settings(sink, trace_ratio) if tracing else None,
+            echo=echo,
+        )
+    if tracing:
+        result = msgspec.structs.replace(result, trace_spans=sink.spans)
+    return result
+
+
+def _trace_settings(sink: OtlpSink, ratio: float) -> dict[str, str]:
+    return {
+        "trace_exporter": "otlp",
+        "trace_endpoint": sink.endpoint,
+        "trace_sample_ratio": repr(ratio),
+    }
+
+
+async def _crowd(
+    sizes: Sizes,
+    workdir: Path,
+    *,
+    ceiling: bool,
+    readmodel_projector: str,
+    metrics: bool,
+    trace_settings: dict[str, str] | None,
+    echo: Echo,
+) -> CrowdResult:
     port = free_port() if metrics else 0
-    async with shop_environment(workdir, readmodel_projector, port) as (server, node, client):
+    async with shop_environment(workdir, readmodel_projector, port, trace_settings) as (
+        server,
+        node,
+        client,
+    ):
         view, setup_s = await _prepare(node, client, sizes)
         window_id = view["window_id"]
         echo(f"window {window_id}: quantity_total {view['quantity_total']}, setup {setup_s:.1f}s")
@@ -540,6 +597,8 @@ def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
         echo(figure("metrics accepted joins", m.accepted, "joins"))
         if m.failed or m.accepted != load.ok:
             echo(f"!! metrics: {m.failed} failed scrapes; {m.accepted} accepted vs {load.ok} ok")
+    if r.trace_spans is not None:
+        echo(figure("spans exported to the collector", r.trace_spans, "spans"))
     if not r.consistent:
         echo("!! the window's reservations do not match the acknowledged joins")
     return r.consistent
@@ -585,39 +644,56 @@ async def compare_metrics(
     readmodel_projector: str,
     pairs: int,
     echo: Echo = print,
+    *,
+    tracing: bool = False,
+    metrics: bool = True,
+    trace_ratio: float = 1.0,
 ) -> bool:
-    """Crowds without and with metrics, alternating (off on, on off, ...; the crowd run
-    before them is the warm-up), and the ratios of their medians."""
-    echo(f"-- metrics off vs on: {pairs} crowds each, alternating; /metrics scraped every 1 s")
+    """Crowds with nothing on and with ``metrics`` and/or ``tracing`` on, alternating
+    (off on, on off, ...; the crowd run before them is the warm-up), and the ratios of
+    their medians."""
+    parts = [
+        *(["metrics (/metrics scraped every 1 s)"] if metrics else []),
+        *([f"tracing (sample ratio {trace_ratio:g}, OTLP)"] if tracing else []),
+    ]
+    what = " and ".join(parts)
+    label = "+".join(p.split(" ", 1)[0] for p in parts)
+    echo(f"-- {what}: off vs on, {pairs} crowds each, alternating")
     runs: dict[bool, list[CrowdResult]] = {False: [], True: []}
     good = True
     order = [on for i in range(pairs) for on in ((False, True) if i % 2 == 0 else (True, False))]
     for n, on in enumerate(order):
-        where = workdir / f"crowd-{n}-{'on' if on else 'off'}"
+        where = workdir / f"crowd-{label}-{n}-{'on' if on else 'off'}"
         await anyio.Path(where).mkdir()
         r = await crowd(
             sizes,
             where,
             ceiling=False,
             readmodel_projector=readmodel_projector,
-            metrics=on,
+            metrics=on and metrics,
+            tracing=on and tracing,
+            trace_ratio=trace_ratio,
             echo=lambda _line: None,
         )
         runs[on].append(r)
         good &= r.consistent
-        echo(_one_line(f"metrics {'on ' if on else 'off'}", r))
+        spans = "" if r.trace_spans is None else f", {r.trace_spans:,} spans exported"
+        echo(_one_line(f"{label} {'on ' if on else 'off'}", r) + spans)
         if r.metrics is not None and (r.metrics.failed or r.metrics.accepted != r.load.ok):
             echo(f"!! metrics: {r.metrics.failed} failed scrapes; {r.metrics.accepted} accepted")
+            good = False
+        if r.trace_spans == 0:
+            echo("!! tracing: the collector received no spans")
             good = False
     for name, value in (("accepted joins", "ok_per_s"), ("all replies", "replies_per_s")):
         on_median = median([getattr(r.load, value) for r in runs[True]])
         off_median = median([getattr(r.load, value) for r in runs[False]])
         echo(
             ratio(
-                f"flash crowd {name}, metrics on vs off",
+                f"flash crowd {name}, {label} on vs off",
                 on_median,
                 off_median,
-                "metrics off",
+                f"{label} off",
                 target=0.9,
             )
         )
@@ -630,6 +706,8 @@ async def main_async(
     workdir: Path,
     readmodel_projector: str = "external",
     metrics: str = "off",
+    tracing: str = "off",
+    trace_ratio: float = 1.0,
 ) -> bool:
     good = True
     if mode in ("crowd", "both"):
@@ -641,11 +719,22 @@ async def main_async(
             workdir / "crowd",
             readmodel_projector=readmodel_projector,
             metrics=metrics == "on",
+            tracing=tracing == "on",
+            trace_ratio=trace_ratio,
         )
         good &= report_crowd(result, sizes)
+        pairs = 2 if quick else COMPARE_PAIRS
         if metrics == "compare":
+            good &= await compare_metrics(sizes, workdir, readmodel_projector, pairs)
+        if tracing == "compare":
             good &= await compare_metrics(
-                sizes, workdir, readmodel_projector, pairs=2 if quick else COMPARE_PAIRS
+                sizes,
+                workdir,
+                readmodel_projector,
+                pairs,
+                tracing=True,
+                metrics=metrics == "on",
+                trace_ratio=trace_ratio,
             )
     if mode in ("crash", "both"):
         sizes = CRASH_QUICK if quick else CRASH
@@ -672,11 +761,35 @@ def main(argv: list[str] | None = None) -> int:
         default="off",
         help="the node's /metrics endpoint, scraped every second; compare: off, then on",
     )
+    parser.add_argument(
+        "--tracing",
+        choices=("off", "on", "compare"),
+        default="off",
+        help="the node's spans exported over OTLP to a stand-in collector; compare: "
+        "nothing on, then tracing on (and metrics too with --metrics on)",
+    )
+    parser.add_argument(
+        "--trace-ratio",
+        type=float,
+        default=Settings().trace_sample_ratio,
+        metavar="R",
+        help="the node's trace_sample_ratio with tracing on (default: the setting's "
+        f"default, {Settings().trace_sample_ratio:g}; 1 traces every join)",
+    )
     args = parser.parse_args(argv)
+    if not 0.0 <= args.trace_ratio <= 1.0:
+        parser.error("--trace-ratio must be between 0 and 1")
     try:
         with tempfile.TemporaryDirectory(prefix="flash-crowd-") as tmp:
             good = anyio.run(
-                main_async, args.quick, args.mode, Path(tmp), args.projector, args.metrics
+                main_async,
+                args.quick,
+                args.mode,
+                Path(tmp),
+                args.projector,
+                args.metrics,
+                args.tracing,
+                args.trace_ratio,
             )
     except BenchError as exc:
         print(f"!! flash_crowd: {exc}", flush=True)

@@ -12,6 +12,8 @@ in the same commit that first stores the decision: the event can never announce 
 decision that ``get`` does not know yet, and a repeated ``RecordDecision`` (the campaign
 re-sends after a restart) neither changes the record nor emits again. The event id is
 ``decision.<id>.1``, so a publish retried from the outbox is de-duplicated downstream.
+The same commit stages the decision's audit record (``decision.made`` by
+``system/campaign``, with the reasons and inputs ``get`` returns; see ``iceshop.audit``).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import msgspec
 import structlog
 
 from actors import PersistentActor
+from iceshop.audit import decision_made, emit_audit
 from iceshop.events import emit_event
 from iceshop.protocol import (
     OfferStatusChanged,
@@ -144,6 +147,7 @@ class DecisionActor(PersistentActor):
             window_id=view.window_id,
         )
         emit_event(self, self.prefix, "decision", self.key, "made", 1, view.made_at, made)
+        emit_audit(self, self.prefix, decision_made(view))
 
     def _offer_status(self, offer_id: str, status: str) -> None:
         offer = None if self.view is None else self.view.offer

@@ -39,6 +39,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     stream_replicas: Annotated[int, msgspec.Meta(ge=1, le=5)] = 1
     #: Events and notification requests older than this leave the streams.
     stream_max_age_s: Seconds = 7 * 86_400.0
+    #: Audit records (decisions, offer answers, admin actions) older than this leave the
+    #: append-only ICESHOP_AUDIT stream; nothing else removes them.
+    audit_max_age_s: Seconds = 365 * 86_400.0
     #: Authentication of commands (``Authorization: Bearer <JWT or API key>``). "off" is
     #: for development only: any client can act as anyone (the node says so loudly).
     auth: Literal["on", "off"] = "on"
@@ -122,3 +125,14 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     metrics_port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     #: Address the metrics endpoint listens on (loopback unless a scraper is elsewhere).
     metrics_host: str = "127.0.0.1"
+    #: Where the node's OpenTelemetry spans go: "none" (no tracing at all, the default:
+    #: the hot path pays nothing), "console" (JSON on stderr; development), "otlp"
+    #: (OTLP over HTTP to ``trace_endpoint``). Requests carry W3C ``traceparent`` either way.
+    trace_exporter: Literal["none", "console", "otlp"] = "none"
+    #: The OTLP/HTTP traces URL; "" = http://127.0.0.1:4318/v1/traces (a local collector).
+    trace_endpoint: str = ""
+    #: Share of new traces recorded (requests that arrive without a ``traceparent``); a
+    #: request whose ``traceparent`` is sampled is always traced (parent-based sampling).
+    #: A recorded join costs more CPU than the join itself: keep it small on a busy node
+    #: (1 to trace everything in development).
+    trace_sample_ratio: Annotated[float, msgspec.Meta(ge=0, le=1)] = 0.01

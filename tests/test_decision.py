@@ -88,7 +88,12 @@ async def test_a_recorded_decision_is_returned_and_announced_once() -> None:
         ref.tell(RecordDecision(view=view(outcome="deferred")))
         await kit.settle()
         assert await ref.ask(GET) == view()
-    [entry] = sink.entries
+    [entry, audit] = sink.entries  # the event and the audit record, each once
+    assert (audit.subject, audit.id) == ("iceshop.audit.decision.d-p1-1", "decision.d-p1-1.made")
+    record = msgspec.json.decode(audit.payload)
+    assert record["actor"] == {"role": "system", "id": "campaign"}
+    assert record["why"] == msgspec.to_builtins(view().reasons)
+    assert record["inputs"]["demand.score"] == 11.98
     assert entry.subject == "iceshop.events.decision.d-p1-1.made"
     assert entry.id == "decision.d-p1-1.1"
     body = msgspec.json.decode(entry.payload)
@@ -131,7 +136,7 @@ async def test_offer_status_and_window_follow_and_survive_a_restart() -> None:
         ref.tell(RecordDecision(view=view()))  # re-sent after the campaign restarted
         await kit.settle()
         assert (await ref.ask(GET)).offer.status == "approved"
-    assert len(sink.entries) == 1
+    assert len(sink.entries) == 2  # the event and its audit record, once
 
 
 async def test_a_rejected_offer_and_a_decision_without_offer() -> None:
@@ -157,7 +162,10 @@ async def test_the_event_subject_uses_the_configured_prefix() -> None:
         register(kit, settings)
         kit.system.ref("decision", "d-p1-1").tell(RecordDecision(view=view()))
         await kit.settle()
-    assert [e.subject for e in sink.entries] == ["shop.eu.events.decision.d-p1-1.made"]
+    assert [e.subject for e in sink.entries] == [
+        "shop.eu.events.decision.d-p1-1.made",
+        "shop.eu.audit.decision.d-p1-1",
+    ]
 
 
 async def test_a_view_the_journal_could_not_read_back_is_refused_and_stores_nothing() -> None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import msgspec
 import pytest
 
 from actors import Actor, ActorRef
@@ -294,3 +295,26 @@ async def test_no_answer_from_the_product_is_unavailable_and_stores_nothing() ->
         assert GateProduct.listings == []
         reply = await s1.ask(ReserveStock(product_id="P1", quantity=1, window_id="W1"))
         assert isinstance(reply, ShopError) and reply.code is ErrorCode.UNKNOWN_PRODUCT
+
+
+async def test_an_upsert_without_currency_keeps_the_listings_currency() -> None:
+    """Upserts keep omitted fields: leaving ``currency`` out neither resets a EUR listing
+    to TRY (which other EUR sellers would then refuse) nor asks the product again."""
+    async with kit_on(MemoryJournal()) as kit:
+        (s1,) = await sellers(kit, "S1")
+        assert await s1.ask(upsert("P1", "EUR")) == ok("S1")
+        claims = len([m for m in SpyProduct.seen if isinstance(m, ClaimCurrency)])
+        body = UpsertListing(
+            product_id="P1", title="Kettle", list_price_minor=1000, floor_price_minor=800, stock=3
+        )
+        reply = await s1.ask(Request(kind=CommandKind.LISTING_UPSERT, body=body))
+        assert reply == ok("S1", stock=3)
+        await kit.settle()
+        assert await catalog(kit) == [("S1", "EUR", 3)]
+        assert len([m for m in SpyProduct.seen if isinstance(m, ClaimCurrency)]) == claims
+        # A new listing without a currency is in TRY, the contract's default.
+        other = msgspec.structs.replace(body, product_id="P2")
+        reply = await s1.ask(Request(kind=CommandKind.LISTING_UPSERT, body=other))
+        assert reply == ok("S1", stock=3, product_id="P2")
+        await kit.settle()
+        assert await catalog(kit, "P2") == [("S1", "TRY", 3)]

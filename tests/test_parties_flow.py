@@ -59,7 +59,7 @@ class ListSink:
         self.entries.extend(entries)
 
     def of(self, part: str) -> list[OutboxEntry]:
-        return [e for e in self.entries if f".{part}." in e.subject]
+        return [e for e in self.entries if f".{part}." in e.subject and ".audit." not in e.subject]
 
 
 class Campaign(Actor):

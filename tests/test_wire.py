@@ -109,8 +109,7 @@ MINIMAL: dict[CommandKind, tuple[dict[str, Any], msgspec.Struct]] = {
             list_price_minor=1000,
             floor_price_minor=800,
             stock=5,
-            currency="TRY",
-        ),
+        ),  # currency omitted: UNSET, resolved by the seller (the listing's, else TRY)
     ),
     K.INTENT_SUBMIT: (
         {"intent_id": "i1", "product_id": "p1", "max_price_minor": 900},
@@ -825,7 +824,7 @@ def test_null_takes_the_default() -> None:
     assert submit == SubmitIntent(intent_id="i", product_id="p", max_price_minor=1)
     upsert = decode_command(K.LISTING_UPSERT, body(with_(K.LISTING_UPSERT, currency=None)))
     assert isinstance(upsert, UpsertListing)
-    assert upsert.currency == "TRY"
+    assert upsert.currency is UNSET  # omitted: the listing keeps its currency
     assert decode_command(
         K.WINDOWS_LIST, b'{"state":null,"product_id":null,"limit":null,"cursor":null}'
     ) == ListWindows(limit=100)

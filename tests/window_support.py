@@ -101,7 +101,7 @@ class ListSink:
         seen: set[str] = set()
         out: list[dict[str, Any]] = []
         for e in self.entries:
-            if e.id in seen:
+            if e.id in seen or ".events." not in e.subject:  # not audit records
                 continue
             seen.add(e.id)
             body = msgspec.json.decode(e.payload)

@@ -22,6 +22,12 @@ and retry), so leaving never waits on handlers that may not finish.
 
 Routes and actors see header names in lower case (see :mod:`actors.nats.headers`);
 ``traceparent``/``tracestate`` are copied from each request to its reply.
+
+With a tracer (the system's, see :mod:`actors.tracing`) each request gets a server span,
+``route <kind>`` (``route <subject>`` for a handler), a child of the request's
+``traceparent`` when it has one and the root of a new trace otherwise; it lasts until the
+reply is queued. The message told to the actor carries that span's ``traceparent``, so the
+actor's turn is its child.
 """
 
 from __future__ import annotations
@@ -38,6 +44,7 @@ import structlog
 from anyio.abc import TaskGroup
 
 from ..errors import ActorsError, ConnectionClosed
+from ..tracing import TRACEPARENT, Span, Tracer
 from .headers import lower_names, trace_headers
 from .transport import Msg, NatsTransport, Subscription
 
@@ -134,10 +141,19 @@ def literal_prefix_len(subject: str) -> int:
     return n
 
 
+def _start_route_span(tracer: Tracer, name: str, msg: Msg, headers: dict[str, str]) -> Span | None:
+    """The request's ``route`` span (None: a new trace that is not sampled); ``headers``
+    then name it, for the actor's turn. (Take the reply's trace headers before.)"""
+    span = tracer.start(name, headers, {"messaging.destination.name": msg.subject}, "server")
+    if span is not None:
+        headers[TRACEPARENT] = span.traceparent
+    return span
+
+
 class _Reply:
     """The reply callback of one request: encode, enqueue, once."""
 
-    __slots__ = ("binding", "done", "encode", "headers", "subject")
+    __slots__ = ("binding", "done", "encode", "headers", "span", "subject")
 
     def __init__(
         self,
@@ -145,17 +161,22 @@ class _Reply:
         subject: str,
         headers: dict[str, str] | None,
         encode: Encode,
+        span: Span | None = None,
     ) -> None:
         self.binding = binding
         self.subject = subject
         self.headers = headers
         self.encode = encode
+        self.span = span
         self.done = False
 
     def __call__(self, value: Any) -> None:
         if self.done:
             return
         self.done = True
+        span = self.span
+        if span is not None:  # runtime failures mark it; domain answers are replies
+            span.end(value if isinstance(value, ActorsError) else None)
         binding = self.binding
         try:
             payload = self.encode(value)
@@ -188,8 +209,13 @@ class NatsBinding:
         pending_bytes_limit: int = 64 * 1024 * 1024,
         handler_concurrency: int = 64,
         shutdown_timeout: float = 5.0,
+        tracer: Tracer | None = None,
     ) -> None:
         self.system = system
+        #: Spans of requests (:mod:`actors.tracing`); by default the system's tracer.
+        self.tracer: Tracer | None = (
+            tracer if tracer is not None else getattr(system, "tracer", None)
+        )
         self.transport = transport
         self.reply_capacity = reply_capacity
         self.pending_msgs_limit = pending_msgs_limit
@@ -282,23 +308,31 @@ class NatsBinding:
         system = self.system
         stats = self.stats
         enqueue = self._enqueue
+        span_name = f"route {kind}"
 
         async def on_msg(msg: Msg) -> None:
             stats.requests += 1
             reply = msg.reply
             headers = lower_names(msg.headers)
+            trace = trace_headers(headers)  # the request's own, for its reply
+            tracer = self.tracer
+            span = None if tracer is None else _start_route_span(tracer, span_name, msg, headers)
             try:
                 routed = route(msg.subject.split(".")[skip:], headers, msg.data)
                 if isinstance(routed, bytes):
                     if reply:
-                        enqueue(reply, routed, trace_headers(headers))
+                        enqueue(reply, routed, trace)
+                    if span is not None:
+                        span.end()
                     return
                 ref = system.ref(kind, routed.key)
             except Exception as exc:
                 stats.route_errors += 1
                 _log.exception("routing a request failed", subject=msg.subject)
                 if reply:
-                    self._reply_error(reply, exc, encode, trace_headers(headers))
+                    self._reply_error(reply, exc, encode, trace)
+                if span is not None:
+                    span.end(exc)
                 return
             if not reply:
                 try:
@@ -308,8 +342,10 @@ class NatsBinding:
                 except Exception:
                     stats.route_errors += 1
                     _log.exception("telling an actor failed", subject=msg.subject)
+                if span is not None:
+                    span.end()
                 return
-            cb = _Reply(self, reply, trace_headers(headers), encode)
+            cb = _Reply(self, reply, trace, encode, span)
             self._in_flight += 1
             try:
                 ref.tell(routed.message, reply_to=cb, headers=headers, deadline=routed.deadline)
@@ -339,12 +375,17 @@ class NatsBinding:
         skip = literal_prefix_len(subject)
         slots = anyio.Semaphore(concurrency or self.handler_concurrency)
         tg = self._require_open()
+        span_name = f"route {subject}"
 
         async def run(msg: Msg, headers: dict[str, str]) -> None:
             trace = trace_headers(headers)
+            tracer = self.tracer
+            span = None if tracer is None else _start_route_span(tracer, span_name, msg, headers)
+            failure: Exception | None = None
             try:
                 payload = await handler(msg.subject.split(".")[skip:], headers, msg.data)
             except Exception as exc:
+                failure = exc
                 self.stats.route_errors += 1
                 _log.exception("handler failed", subject=msg.subject)
                 if msg.reply and encode is not None:
@@ -353,6 +394,8 @@ class NatsBinding:
                 if msg.reply:
                     self._enqueue(msg.reply, payload, trace)
             finally:
+                if span is not None:
+                    span.end(failure)
                 slots.release()
                 self._finished()
 

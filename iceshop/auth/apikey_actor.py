@@ -21,6 +21,10 @@ commit failed never had its secret shown to anyone). Other nodes learn of a chan
 its event (``<prefix>.events.apikey.<key_id>.created`` / ``.revoked``, without hash or
 secret) and apply revocations at once; a key created on another node is known here after
 this node's next start (while the shop runs one node this never arises).
+
+Both are admin actions and are audited in their own commit (``apikey.created`` /
+``apikey.revoked`` by the admin who sent them, the create's note as its why; never the
+hash or the secret; see ``iceshop.audit``).
 """
 
 from __future__ import annotations
@@ -31,10 +35,11 @@ import msgspec
 import structlog
 
 from actors import PersistentActor
+from iceshop.audit import actor_of, apikey_changed, emit_audit
 from iceshop.auth.apikeys import ApiKeyRecord, ApiKeyRegistry, format_api_key, new_record
 from iceshop.auth.principal import ADMIN, BUYER, SELLER
 from iceshop.events import emit_event
-from iceshop.protocol import Request
+from iceshop.protocol import Principal, Request
 from iceshop.settings import Settings
 from iceshop.wire import (
     ApiKeyView,
@@ -144,15 +149,22 @@ class ApiKeyActor(PersistentActor):
                 return len(self.state.records)
             case Request(principal=principal) if principal is not None and principal.role != ADMIN:
                 return ShopError(ErrorCode.FORBIDDEN, "API keys are for admins only")
-            case Request(kind=CommandKind.APIKEY_CREATE, body=CreateApiKey() as body, ids=ids):
-                return self._create(ids.get("key_id", ""), body)
-            case Request(kind=CommandKind.APIKEY_REVOKE, ids=ids):
-                return self._revoke(ids.get("key_id", ""))
+            case Request(
+                kind=CommandKind.APIKEY_CREATE,
+                body=CreateApiKey() as body,
+                ids=ids,
+                principal=principal,
+            ):
+                return self._create(ids.get("key_id", ""), body, by=principal)
+            case Request(kind=CommandKind.APIKEY_REVOKE, ids=ids, principal=principal):
+                return self._revoke(ids.get("key_id", ""), by=principal)
             case Request(kind=kind):
                 return ShopError(ErrorCode.INTERNAL, f"{kind} is not an API key command")
         raise TypeError(f"apikey cannot handle {message!r}")
 
-    def _create(self, key_id: str, body: CreateApiKey) -> ApiKeyView | ShopError:
+    def _create(
+        self, key_id: str, body: CreateApiKey, *, by: Principal | None
+    ) -> ApiKeyView | ShopError:
         if key_id in self.state.records:
             return ShopError(
                 ErrorCode.IDEMPOTENCY_CONFLICT,
@@ -170,10 +182,13 @@ class ApiKeyActor(PersistentActor):
         record, secret = new_record(key_id, body.role, principal, body.note, now)
         self.persist(KeyCreated(record))
         self.registry.put(record)
-        emit_event(self, self.prefix, "apikey", key_id, "created", 1, now, key_view(record))
+        view = key_view(record)
+        emit_event(self, self.prefix, "apikey", key_id, "created", 1, now, view)
+        audit = apikey_changed(view, verb="created", actor=actor_of(by), at=now)
+        emit_audit(self, self.prefix, audit)
         return key_view(record, format_api_key(key_id, secret))
 
-    def _revoke(self, key_id: str) -> ApiKeyView | ShopError:
+    def _revoke(self, key_id: str, *, by: Principal | None) -> ApiKeyView | ShopError:
         record = self.state.records.get(key_id)
         if record is None:
             return ShopError.invalid(f"no API key {key_id}", field="key_id")
@@ -182,5 +197,8 @@ class ApiKeyActor(PersistentActor):
             self.persist(KeyRevoked(key_id, now))
             self.registry.revoke(key_id, now)
             record = self.state.records[key_id]
-            emit_event(self, self.prefix, "apikey", key_id, "revoked", 2, now, key_view(record))
+            view = key_view(record)
+            emit_event(self, self.prefix, "apikey", key_id, "revoked", 2, now, view)
+            audit = apikey_changed(view, verb="revoked", actor=actor_of(by), at=now)
+            emit_audit(self, self.prefix, audit)
         return key_view(record)

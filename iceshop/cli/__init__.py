@@ -7,6 +7,7 @@
     iceshop projector [--nats URL[,URL...]] [--data DIR] [--config FILE]
     iceshop notifier [--nats URL[,URL...]] [--data DIR] [--config FILE]
     iceshop token   mint --role R --sub S [--ttl SECONDS] | keygen [--alg A]  (admin tools)
+    iceshop audit   [--kind K] [--id ID] [--since TIME] [--limit N] [--json]  (who, what, why)
     iceshop demo    [...]
     iceshop <noun> <verb> ...   one client verb per command of the contract, e.g.
     iceshop window join W1 --buyer B1 [--join J1] [--quantity 2] [--json]
@@ -31,7 +32,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iceshop.cli import node, notifier, projector, token, up
+from iceshop.cli import audit, node, notifier, projector, token, up
 from iceshop.cli.client import run_verb
 from iceshop.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from iceshop.cli.verbs import VERBS, Arg, Verb
@@ -143,6 +144,7 @@ def build_parser() -> argparse.ArgumentParser:
     projector.add_parser(sub, [])
     notifier.add_parser(sub, [])
     token.add_parser(sub, [])
+    audit.add_parser(sub, [])
     # Everything after `demo` belongs to the demo: no prefix character, so no option.
     demo = sub.add_parser(
         "demo",

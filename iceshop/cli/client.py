@@ -8,7 +8,9 @@ else ``ICESHOP_PREFIX``, else ``iceshop``. The NATS login: ``ICESHOP_NATS_USER``
 wrote to ``./data/secrets/nats-client.json``, else none (a server without users). The
 credential each command carries (``Authorization: Bearer``): ``--token``, else
 ``ICESHOP_TOKEN``, else the admin token ``iceshop up`` wrote to
-``./data/auth/admin.token``, else none.
+``./data/auth/admin.token``, else none. A ``TRACEPARENT`` variable (W3C trace context,
+as OpenTelemetry passes it through the environment) is sent as the request's
+``traceparent``, so the command shows up in the caller's trace.
 
 A reply ``ok: true`` prints its ``data`` and exits 0; ``ok: false`` prints
 ``code: message`` to stderr and exits 1 (with ``--json`` the error object also goes to
@@ -40,7 +42,7 @@ from iceshop.cli.up import URL_FILE
 from iceshop.cli.verbs import Request, Verb, build_request
 from iceshop.config import ConfigError, load_settings
 from iceshop.connection import NatsLogin, nats_login
-from iceshop.wire import AUTHORIZATION, DEFAULT_PREFIX, ShopError, validate_prefix
+from iceshop.wire import AUTHORIZATION, DEFAULT_PREFIX, TRACEPARENT, ShopError, validate_prefix
 
 __all__ = [
     "DEFAULT_NATS_URL",
@@ -48,6 +50,7 @@ __all__ = [
     "UNAVAILABLE",
     "exit_status",
     "request_for",
+    "request_headers",
     "resolve_nats_login",
     "resolve_nats_url",
     "resolve_prefix",
@@ -119,6 +122,16 @@ def request_for(verb: Verb, args: argparse.Namespace, prefix: str) -> Request:
         raise CliError(f"{exc.code.value}: {exc.message}", EXIT_USAGE) from exc
 
 
+def request_headers(token: str | None, traceparent: str | None) -> dict[str, str] | None:
+    """The request's headers: the credential, and the caller's trace context if any."""
+    headers: dict[str, str] = {}
+    if token:
+        headers[AUTHORIZATION] = f"Bearer {token}"
+    if traceparent and traceparent.strip():
+        headers[TRACEPARENT] = traceparent.strip()
+    return headers or None
+
+
 def exit_status(reply: Any) -> int:
     """0 for ``ok: true``, 1 for anything else (an error or a malformed reply)."""
     return EXIT_OK if isinstance(reply, dict) and reply.get("ok") is True else EXIT_FAILED
@@ -130,6 +143,7 @@ async def _send(
     timeout: float,  # noqa: ASYNC109 - the request's own deadline
     login: NatsLogin | None = None,
     token: str | None = None,
+    traceparent: str | None = None,
 ) -> bytes:
     transport = NatsTransport(
         urls,
@@ -152,7 +166,7 @@ async def _send(
         payload, _ = await transport.request(
             request.subject,
             msgspec.json.encode(request.body),
-            headers={AUTHORIZATION: f"Bearer {token}"} if token else None,
+            headers=request_headers(token, traceparent),
             timeout=timeout,
         )
     except (NoResponders, RequestTimeout) as exc:
@@ -197,7 +211,8 @@ def run_verb(args: argparse.Namespace) -> int:
     urls = [u.strip() for u in url.split(",") if u.strip()]
     login = resolve_nats_login(os.environ, Path.cwd())
     token = resolve_token(getattr(args, "token", None), os.environ, Path.cwd())
-    payload = anyio.run(_send, urls, request, timeout, login, token)
+    traceparent = os.environ.get("TRACEPARENT")
+    payload = anyio.run(_send, urls, request, timeout, login, token, traceparent)
     try:
         reply = msgspec.json.decode(payload)
     except msgspec.DecodeError:

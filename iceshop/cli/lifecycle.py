@@ -12,7 +12,9 @@ itself from that cancellation.
 of the process, so a second node on the same SQLite files is refused instead of both
 writing. The kernel drops the lock when the process dies, even by SIGKILL.
 
-Logs go to stderr (stdout is for what the command reports), at the level asked.
+Logs go to stderr (stdout is for what the command reports), at the level asked: JSON
+lines, or readable ones on a terminal, written by a thread of their own so that a slow
+stderr never blocks the event loop (``iceshop.observability.logs``).
 """
 
 from __future__ import annotations
@@ -20,19 +22,18 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import gc
-import logging
 import os
 import signal
-import sys
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import anyio
-import structlog
 
 from iceshop.cli.errors import EXIT_USAGE, CliError
+from iceshop.observability import logs
 
 __all__ = [
+    "LOG_FORMATS",
     "LOG_LEVELS",
     "configure_logging",
     "lock_data_dir",
@@ -41,19 +42,18 @@ __all__ = [
 ]
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
+#: ``auto``: readable lines on a terminal, JSON lines otherwise.
+LOG_FORMATS = logs.LOG_FORMATS
 
 Start = Callable[[contextlib.AsyncExitStack], Awaitable[None]]
 
 
-def configure_logging(level: str) -> None:
-    """Structured logs to stderr at ``level`` (one of ``LOG_LEVELS``)."""
-    structlog.configure(
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
-        logger_factory=structlog.PrintLoggerFactory(sys.stderr),
-        cache_logger_on_first_use=False,
-    )
+def configure_logging(level: str, fmt: str = "auto") -> None:
+    """Structured logs to stderr at ``level`` (one of ``LOG_LEVELS``), in format ``fmt``
+    (one of ``LOG_FORMATS``)."""
+    if fmt not in LOG_FORMATS:
+        raise CliError(f"--log-format: one of {', '.join(LOG_FORMATS)}", EXIT_USAGE)
+    logs.configure(level, "json" if fmt == "json" else "console" if fmt == "console" else "auto")
 
 
 def tune_gc() -> None:

@@ -26,7 +26,12 @@ import anyio
 
 from actors.errors import ActorsError
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
-from iceshop.cli.lifecycle import LOG_LEVELS, configure_logging, serve_until_signalled
+from iceshop.cli.lifecycle import (
+    LOG_FORMATS,
+    LOG_LEVELS,
+    configure_logging,
+    serve_until_signalled,
+)
 from iceshop.cli.node import load
 from iceshop.connection import nats_transport
 from iceshop.notify import Notifier, start_notifier
@@ -55,6 +60,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file (the node's)")
     p.add_argument("--node-id", metavar="ID", help="a name for this process (setting node_id)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -73,7 +84,7 @@ async def start_external_notifier(stack: contextlib.AsyncExitStack, settings: Se
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     settings = load(
         args.config,
         {"nats_url": args.nats, "data_dir": args.data, "node_id": args.node_id},

@@ -26,6 +26,7 @@ import anyio
 from actors.errors import ActorsError
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, CliError
 from iceshop.cli.lifecycle import (
+    LOG_FORMATS,
     LOG_LEVELS,
     configure_logging,
     lock_data_dir,
@@ -63,6 +64,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML settings file (the node's)")
     p.add_argument("--node-id", metavar="ID", help="the node's id (setting node_id)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -88,7 +95,7 @@ async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) 
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     settings = load(
         args.config,
         {"nats_url": args.nats, "data_dir": args.data, "node_id": args.node_id},

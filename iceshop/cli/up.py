@@ -46,6 +46,7 @@ from iceshop.auth import LocalAuth
 from iceshop.auth import provision as provision_auth
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
+    LOG_FORMATS,
     LOG_LEVELS,
     configure_logging,
     lock_data_dir,
@@ -84,6 +85,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.add_argument("--config", metavar="FILE", help="TOML node settings file")
     p.add_argument("--node-id", metavar="ID", help="the node's id (setting node_id)")
     p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
+    )
     p.set_defaults(handler=run)
 
 
@@ -110,7 +117,7 @@ def _port_taken(exc: PortInUse, args: argparse.Namespace) -> CliError:
 
 
 def run(args: argparse.Namespace) -> int:
-    configure_logging(args.log_level)
+    configure_logging(args.log_level, args.log_format)
     data = Path(args.data).absolute()
     node_dir = data / "node"
     settings = load(args.config, {"data_dir": str(node_dir), "node_id": args.node_id})

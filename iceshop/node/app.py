@@ -5,7 +5,8 @@
     nats ──► NatsBinding ──► buyer / seller / window / decision actors
                  │                        │ commit (SQLite journal, group commit)
                  │                        ▼
-                 │            outbox ──► JetStream ICESHOP_EVENTS (+ notifications)
+                 │            outbox ──► JetStream ICESHOP_EVENTS (+ notifications,
+                 │                        │    + ICESHOP_AUDIT: decisions, admin actions)
                  │                        │
     windows.list ◄── read model ◄── projector (durable consumer on window events; in
                                     this process, or `iceshop projector` beside it when
@@ -42,6 +43,8 @@ from anyio.abc import TaskGroup
 from actors import ActorSystem, Clock, RealClock, TransportError
 from actors.journal import SqliteJournal
 from actors.nats import JetStreamOutbox, Msg, NatsBinding, NatsTransport
+from actors.tracing import Tracer
+from iceshop.audit import AUDIT_STREAM, ensure_audit_stream
 from iceshop.auth import APIKEY_KIND, REGISTRY_KEY
 from iceshop.auth.service import NodeAuth
 from iceshop.buyer import BuyerActor
@@ -89,8 +92,13 @@ _demand_event = msgspec.json.Decoder(Event[DemandUpdated])
 class ShopNode:
     """One node. ``async with ShopNode(settings) as node:`` serves until left."""
 
-    def __init__(self, settings: Settings, *, clock: Clock | None = None) -> None:
+    def __init__(
+        self, settings: Settings, *, clock: Clock | None = None, tracer: Tracer | None = None
+    ) -> None:
         self.settings = settings
+        #: Where the node's spans go (``actors.tracing``): the given tracer, else one made
+        #: from the ``trace_*`` settings at start (None: no tracing).
+        self.tracer = tracer
         self.clock: Clock = clock if clock is not None else RealClock()
         # Used in subject tokens and consumer names: keep it to A-Z a-z 0-9 _ -.
         raw_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
@@ -129,6 +137,14 @@ class ShopNode:
         stack = contextlib.AsyncExitStack()
         await stack.__aenter__()
         try:
+            # Every log line of the tasks started from here on names this node.
+            structlog.contextvars.bind_contextvars(node=self.node_id)
+            stack.callback(structlog.contextvars.unbind_contextvars, "node")
+            if self.tracer is None and settings.trace_exporter != "none":
+                # OpenTelemetry is imported only by a node that traces.
+                from iceshop.observability.tracing import open_tracer
+
+                self.tracer = await open_tracer(stack, settings, self.node_id)
             # Logged in as settings.nats_user (the "node" user of nats.conf), if any.
             transport = nats_transport(settings, name=f"iceshop-{self.node_id}")
             self.transport = await stack.enter_async_context(transport)
@@ -136,6 +152,7 @@ class ShopNode:
             for stream, subjects in (
                 (EVENT_STREAM, f"{prefix}.events.>"),
                 (NOTIFICATION_STREAM, f"{prefix}.notifications.>"),
+                (AUDIT_STREAM, f"{prefix}.audit.>"),
             ):
                 await self._ensure_stream(outbox, stream, subjects)
 
@@ -150,6 +167,7 @@ class ShopNode:
                 journal=SqliteJournal(self.data_dir / "journal.db"),
                 outbox_sink=outbox,
                 node_id=self.node_id,
+                tracer=self.tracer,
             )
             self._register(system)
             self.system = await stack.enter_async_context(system)
@@ -225,12 +243,20 @@ class ShopNode:
         with anyio.move_on_after(self.stream_timeout):
             while True:
                 try:
-                    await outbox.ensure_stream(
-                        stream,
-                        [subjects],
-                        replicas=self.settings.stream_replicas,
-                        max_age=self.settings.stream_max_age_s,
-                    )
+                    if stream == AUDIT_STREAM:  # append-only, with its own retention
+                        await ensure_audit_stream(
+                            outbox.transport,
+                            self.settings.prefix,
+                            replicas=self.settings.stream_replicas,
+                            max_age=self.settings.audit_max_age_s,
+                        )
+                    else:
+                        await outbox.ensure_stream(
+                            stream,
+                            [subjects],
+                            replicas=self.settings.stream_replicas,
+                            max_age=self.settings.stream_max_age_s,
+                        )
                     return
                 except TransportError as exc:
                     last = exc

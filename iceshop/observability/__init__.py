@@ -6,6 +6,10 @@
   Prometheus registry, read from the runtime's and the shop's counters at scrape time.
 - :mod:`iceshop.observability.endpoint`: the ``/metrics`` HTTP endpoint.
 - :mod:`iceshop.observability.discovery`: the node as a ``nats.micro`` service.
+- :mod:`iceshop.observability.tracing`: OpenTelemetry spans of the runtime's tracing
+  hooks (imported only by a node that traces).
+- :mod:`iceshop.observability.logs`: structlog configuration (JSON or console, the
+  turn's context on every line, writes off the event loop).
 
 Only the counters are imported here: the window actor needs them, and they must not pull
 the metrics library or the HTTP server into every process that imports an actor.

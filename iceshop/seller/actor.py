@@ -40,22 +40,39 @@ Approve and reject are idempotent by state: a repeat answers the current status.
 ``CreateOffer`` is idempotent by ``offer_id``; a repeat for an offer already decided
 tells the campaign the outcome again (the campaign repeats what it has in flight after a
 restart, and a tell after commit can be lost).
+
+*Audit.* Every settled offer (``offer.approved`` / ``offer.rejected`` by the principal
+that answered; ``offer.expired`` by ``system/clock``, or by the seller whose answer came
+too late) and every registration that changed the profile (``seller.registered`` /
+``seller.updated``, by the principal that sent it) is audited in the same commit as the
+change (``iceshop.audit``).
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar
 
+import msgspec
 import structlog
+from msgspec import UnsetType
 
 from actors import ActorsError, DeadlineFired, PersistentActor
 from actors.envelope import Reply
+from iceshop.audit import (
+    SYSTEM_CLOCK,
+    AuditActor,
+    actor_of,
+    emit_audit,
+    offer_settled,
+    seller_registered,
+)
 from iceshop.events import emit_event
 from iceshop.product.currency import ClaimCurrency, CurrencyGranted
 from iceshop.protocol import (
     CreateOffer,
     ListingChanged,
     OfferDecided,
+    Principal,
     Request,
     ReserveStock,
     ReturnStock,
@@ -77,6 +94,7 @@ from iceshop.seller.state import (
 from iceshop.settings import Settings
 from iceshop.wire.commands import (
     DEFAULT_AUTO_APPROVE,
+    DEFAULT_CURRENCY,
     DEFAULT_MAX_ACTIVE_WINDOWS,
     CommandKind,
     RegisterSeller,
@@ -179,12 +197,14 @@ class SellerActor(PersistentActor):
             case CurrencyAnswer():
                 self._on_answer(message)
                 return None
-            case Request(kind=CommandKind.OFFER_APPROVE, ids=ids):
-                return self._decide(ids.get("offer_id"), "approved")
-            case Request(kind=CommandKind.OFFER_REJECT, ids=ids):
-                return self._decide(ids.get("offer_id"), "rejected")
-            case Request(kind=CommandKind.SELLER_REGISTER, body=RegisterSeller() as body):
-                return self._register(body)
+            case Request(kind=CommandKind.OFFER_APPROVE, ids=ids, principal=principal):
+                return self._decide(ids.get("offer_id"), "approved", principal)
+            case Request(kind=CommandKind.OFFER_REJECT, ids=ids, principal=principal):
+                return self._decide(ids.get("offer_id"), "rejected", principal)
+            case Request(
+                kind=CommandKind.SELLER_REGISTER, body=RegisterSeller() as body, principal=principal
+            ):
+                return self._register(body, principal)
             case Request(kind=kind):
                 return ShopError(ErrorCode.INTERNAL, f"{kind} is not a seller command")
             case ReserveStock():
@@ -201,7 +221,7 @@ class SellerActor(PersistentActor):
 
     # -- registration and listings ------------------------------------------------------------
 
-    def _register(self, body: RegisterSeller) -> RegisterSellerReply:
+    def _register(self, body: RegisterSeller, principal: Principal | None) -> RegisterSellerReply:
         old = self.state.profile
         windows = body.max_active_windows if isinstance(body.max_active_windows, int) else None
         approve = body.auto_approve if isinstance(body.auto_approve, bool) else None
@@ -220,6 +240,16 @@ class SellerActor(PersistentActor):
         )
         if new != old:
             self.persist(SellerRegistered(new))
+            record = seller_registered(
+                self.key,
+                created=old is None,
+                actor=actor_of(principal),
+                at=self.now(),
+                seq=self.state.registrations,
+                max_active_windows=new.max_active_windows,
+                auto_approve=new.auto_approve,
+            )
+            emit_audit(self, self.settings.prefix, record)
             if old is not None and (old.max_active_windows, old.auto_approve) != (
                 new.max_active_windows,
                 new.auto_approve,
@@ -235,6 +265,7 @@ class SellerActor(PersistentActor):
             return ShopError.invalid(
                 "floor_price_minor: must not exceed list_price_minor", field="floor_price_minor"
             )
+        body = self._with_currency(body)
         queue = self._waiting.get(body.product_id)
         if queue is not None:  # a claim for this product is out: wait behind it
             if queue[-1].body == body:
@@ -253,15 +284,29 @@ class SellerActor(PersistentActor):
         self._ask_product(body)
         return None
 
+    def _with_currency(self, body: UpsertListing) -> UpsertListing:
+        """``body`` with its currency resolved: an upsert that omits it keeps the
+        listing's (the one a waiting upsert asked for, else the stored one; TRY for a new
+        listing), as the contract's upserts keep omitted fields."""
+        if not isinstance(body.currency, UnsetType):
+            return body
+        queue = self._waiting.get(body.product_id)
+        if queue:
+            currency = _currency(queue[-1].body)
+        else:
+            stored = self.state.listings.get(body.product_id)
+            currency = stored.currency if stored is not None else DEFAULT_CURRENCY
+        return msgspec.structs.replace(body, currency=currency)
+
     def _needs_claim(self, body: UpsertListing) -> bool:
         """Whether the product must grant the upsert's currency (new to this listing)."""
         stored = self.state.listings.get(body.product_id)
-        return stored is None or stored.currency != body.currency
+        return stored is None or stored.currency != _currency(body)
 
     def _ask_product(self, body: UpsertListing) -> None:
         self.request(
             self.system.ref(PRODUCT_KIND, body.product_id),
-            ClaimCurrency(seller_id=self.key, currency=body.currency),
+            ClaimCurrency(seller_id=self.key, currency=_currency(body)),
             lambda reply: CurrencyAnswer(body, reply),
             timeout=self.product_timeout_s,
         )
@@ -304,7 +349,7 @@ class SellerActor(PersistentActor):
             list_price_minor=body.list_price_minor,
             floor_price_minor=body.floor_price_minor,
             stock=body.stock,
-            currency=body.currency,
+            currency=_currency(body),
         )
         if self.state.listings.get(body.product_id) != listing:
             self.persist(ListingUpserted(listing))
@@ -415,7 +460,9 @@ class SellerActor(PersistentActor):
             self._tell_campaign(offer)  # the campaign asks again: its news may have been lost
         return OfferStatusReply(offer_id=offer.offer_id, status=offer.status)
 
-    def _decide(self, offer_id: str | None, status: OfferStatus) -> OfferStatusReply | ShopError:
+    def _decide(
+        self, offer_id: str | None, status: OfferStatus, principal: Principal | None
+    ) -> OfferStatusReply | ShopError:
         if self.state.profile is None:
             return self._unknown_seller()
         offer = None if offer_id is None else self.state.offers.get(offer_id)
@@ -426,22 +473,49 @@ class SellerActor(PersistentActor):
                 {"offer_id": offer_id},
             )
         if offer.status == "pending":
+            answered: OfferStatus | None = None
             if offer.activates_at <= self.now():
-                status = "expired"  # its deadline is due: too late to decide
-            offer = self._settle(offer, status)
+                answered, status = status, "expired"  # its deadline is due: too late
+            offer = self._settle(offer, status, actor_of(principal), answered)
         return OfferStatusReply(offer_id=offer.offer_id, status=offer.status)
 
     def _on_expiry(self, offer_id: str) -> None:
         offer = self.state.offers.get(offer_id)
         if offer is not None and offer.status == "pending":
-            self._settle(offer, "expired")
+            self._settle(offer, "expired", SYSTEM_CLOCK)
 
-    def _settle(self, offer: OfferRecord, status: OfferStatus) -> OfferRecord:
-        """Move a pending offer to its final status: store, announce, tell the campaign."""
-        self.persist(OfferStatusSet(offer.offer_id, status, self.now()))
+    def _settle(
+        self,
+        offer: OfferRecord,
+        status: OfferStatus,
+        actor: AuditActor,
+        answered: OfferStatus | None = None,
+    ) -> OfferRecord:
+        """Move a pending offer to its final status: store, announce, audit (``actor``
+        did it; ``answered`` is an answer that came too late), tell the campaign."""
+        now = self.now()
+        self.persist(OfferStatusSet(offer.offer_id, status, now))
         self.cancel_deadline(DEADLINE_PREFIX + offer.offer_id)
         offer = self.state.offers[offer.offer_id]
         self._emit_offer(offer, status, 2)
+        record = offer_settled(
+            offer_id=offer.offer_id,
+            status=status,
+            actor=actor,
+            at=now,
+            seller_id=self.key,
+            decision_id=offer.decision_id,
+            product_id=offer.product_id,
+            window_id=offer.window_id,
+            currency=offer.currency,
+            unit_price_minor=offer.unit_price_minor,
+            quantity=offer.quantity,
+            min_participants=offer.min_participants,
+            max_per_buyer=offer.max_per_buyer,
+            activates_at=offer.activates_at,
+            answered=answered,
+        )
+        emit_audit(self, self.settings.prefix, record)
         self._tell_campaign(offer)
         return offer
 
@@ -476,3 +550,10 @@ class SellerActor(PersistentActor):
             f"seller {self.key!r} is not registered",
             {"seller_id": self.key},
         )
+
+
+def _currency(body: UpsertListing) -> str:
+    """The currency of an upsert already resolved by ``SellerActor._with_currency``."""
+    if isinstance(body.currency, UnsetType):
+        raise TypeError("an upsert's currency must be resolved first")
+    return body.currency

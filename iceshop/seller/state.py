@@ -119,12 +119,15 @@ class SellerState(msgspec.Struct):
     listings: dict[str, Listing] = {}
     holds: dict[str, StockHold] = {}
     offers: dict[str, OfferRecord] = {}
+    #: Registrations that changed the profile, counted (numbers their audit records).
+    registrations: int = 0
 
     def apply(self, event: Any) -> None:
         """Fold one event in (deterministic; never fails on an event it produced)."""
         match event:
             case SellerRegistered(profile=profile):
                 self.profile = profile
+                self.registrations += 1
             case ListingUpserted(listing=listing):
                 self.listings[listing.product_id] = listing
             case StockTaken(window_id=window_id, product_id=product_id, quantity=quantity):

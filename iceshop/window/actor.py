@@ -40,6 +40,10 @@ deadline re-fires with backoff until every notice is confirmed, across restarts.
 receivers are idempotent by ``window_id``. Buyers hear about their own reservations
 (``IntentMatched``, ``ReservationReleased``) with ``tell_after_commit``: it is the hot
 path, and a lost one only leaves an intent open.
+
+**Audit.** An admin's cancel is audited (``window.cancelled``: the principal that sent
+it, the reason it gave, the window as it stood and what it released) in the cancel's
+own commit (``iceshop.audit``).
 """
 
 from __future__ import annotations
@@ -50,12 +54,14 @@ from typing import Any, ClassVar, Final, Literal
 import structlog
 
 from actors import ActorsError, DeadlineFired, Overflow, PersistentActor
+from iceshop.audit import actor_of, emit_audit, window_cancelled
 from iceshop.observability.counters import ShopCounters
 from iceshop.protocol import (
     BuyerKnown,
     CheckBuyer,
     CreateWindow,
     IntentMatched,
+    Principal,
     Request,
     ReservationReleased,
 )
@@ -252,7 +258,7 @@ class WindowActor(PersistentActor):
                 return ShopError(ErrorCode.FORBIDDEN, "reservations are for admins and its seller")
             return reservations_page(w, body.limit, body.cursor)
         if kind == CommandKind.ADMIN_WINDOW_CANCEL and type(body) is AdminCancelWindow:
-            return self._cancel(body.reason)
+            return self._cancel(body.reason, request.principal)
         return ShopError.invalid(f"{kind.value} with {type(body).__name__} is not a window command")
 
     # -- create and timers ---------------------------------------------------------------
@@ -334,17 +340,27 @@ class WindowActor(PersistentActor):
         self._publish("closed", now)
         self._ended(released, now)
 
-    def _cancel(self, reason: str) -> Any:
+    def _cancel(self, reason: str, principal: Principal | None) -> Any:
         w = self.w
         assert w is not None
         if w.state == "cancelled":
             return window_view(w)
         if w.state == "closed":
             return ShopError(ErrorCode.WINDOW_CLOSED, "the window is already closed")
+        before = window_view(w)
         released = w.unreleased()
         now = self.now()
         self.persist(Cancelled(reason, now))
         self._publish("cancelled", now)
+        record = window_cancelled(
+            before,
+            reason=reason,
+            actor=actor_of(principal),
+            at=now,
+            released_reservations=len(released),
+            released_quantity=sum(r.quantity for r in released),
+        )
+        emit_audit(self, self.settings.prefix, record)
         self._ended(released, now)
         return window_view(w)
 
@@ -420,7 +436,8 @@ class WindowActor(PersistentActor):
         if reply is None:
             deadline = self._header_deadline()
             reply = self.reply_later()
-        room.add(key, Waiting(join, reply, deadline))
+        # Its trace goes with it: it is decided (stored, published) in a later turn.
+        room.add(key, Waiting(join, reply, deadline, self.current_span))
         return _LATER
 
     def _start_check(self, buyer_id: str) -> ShopError | None:
@@ -461,7 +478,8 @@ class WindowActor(PersistentActor):
                     ErrorCode.UNAVAILABLE, "the request's deadline passed before its turn"
                 )
             else:
-                value = self._join(item.join, item.reply, item.deadline, resolved)
+                with self.continue_trace(item.trace):
+                    value = self._join(item.join, item.reply, item.deadline, resolved)
             if value is not _LATER:
                 self.counters.count_join(value)
                 self.respond(item.reply, value)

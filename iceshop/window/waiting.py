@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
+from actors.tracing import Span
 from iceshop.wire import Join
 
 __all__ = ["Reply", "Waiting", "WaitingRoom"]
@@ -22,15 +23,19 @@ Reply = Callable[[Any], None]
 
 
 class Waiting:
-    """A join waiting for a buyer check, with the handle to answer it and the wall
-    time after which it must not be applied (its ``Iceshop-Deadline``), if any."""
+    """A join waiting for a buyer check, with the handle to answer it, the wall time
+    after which it must not be applied (its ``Iceshop-Deadline``), if any, and the span
+    of its trace, if it is traced (the join is decided in that trace)."""
 
-    __slots__ = ("deadline", "join", "reply")
+    __slots__ = ("deadline", "join", "reply", "trace")
 
-    def __init__(self, join: Join, reply: Reply, deadline: float | None) -> None:
+    def __init__(
+        self, join: Join, reply: Reply, deadline: float | None, trace: Span | None = None
+    ) -> None:
         self.join = join
         self.reply = reply
         self.deadline = deadline
+        self.trace = trace
 
 
 class WaitingRoom:

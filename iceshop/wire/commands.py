@@ -163,7 +163,9 @@ class UpsertListing(Command, frozen=True):
     list_price_minor: Money
     floor_price_minor: Money
     stock: Count
-    currency: Currency = DEFAULT_CURRENCY
+    #: Omitted: the listing keeps its currency (TRY for a new listing); the seller
+    #: actor resolves it before anything else sees the upsert.
+    currency: Currency | UnsetType = UNSET
 
     def __post_init__(self) -> None:
         if self.floor_price_minor > self.list_price_minor:

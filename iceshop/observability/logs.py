@@ -1,0 +1,215 @@
+"""Structured logs of a process: JSON lines for machines, readable lines for people, the
+running turn's context on every line, and no blocking write in the event loop.
+
+**Format.** One JSON object per line (``timestamp``, ``level``, ``event`` and
+the call's fields) when stderr is not a terminal — a container runtime, journald, a log
+shipper —, structlog's console renderer when it is. ``--log-format json|console``
+overrides the guess.
+
+**Context.** Every line carries what the code that wrote it would otherwise have to pass
+along: ``node`` (bound with ``structlog.contextvars`` when a node starts, so every task it
+starts inherits it), and — for a line written inside an actor's handler — the actor's
+``kind`` and ``key``, the ``message_type`` being handled and the ``trace_id`` of its trace
+(:func:`add_turn_context`). The latter are not bound per message, which would cost every
+message a context-variable update: the dispatcher keeps what it runs in two attributes of
+its system, and the processor reads them only when a line is actually written
+(``actors.current``). Fields the call passes itself win.
+
+**No blocking writes.** structlog's ``PrintLogger`` writes and flushes the stream under a
+lock on every call: when stderr is a pipe whose reader falls behind, the write blocks, and
+with it the event loop and every actor. Here the line is rendered in the caller (CPU
+only) and handed to a bounded queue (:class:`LogWriter`); one thread writes the queued
+lines, in batches. A full queue drops the line and counts it, and the writer reports how
+many it dropped once it catches up: losing log lines under a storm beats stalling the
+shop. The thread is started by :func:`configure` and stopped (the queue flushed) by
+:func:`shutdown`, which also runs at exit.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import queue
+import sys
+import threading
+from typing import Final, Literal, TextIO
+
+import structlog
+from structlog.typing import EventDict, Processor, WrappedLogger
+
+from actors.current import current_turn
+from actors.tracing import trace_id_of
+
+__all__ = [
+    "LOG_FORMATS",
+    "LogWriter",
+    "QueueLogger",
+    "add_turn_context",
+    "configure",
+    "renderers_for",
+    "shutdown",
+]
+
+LogFormat = Literal["auto", "json", "console"]
+LOG_FORMATS: Final = ("auto", "json", "console")
+
+#: Lines the queue holds before it drops new ones.
+QUEUE_CAPACITY: Final = 10_000
+#: How long :func:`shutdown` waits for the writer to empty the queue.
+SHUTDOWN_TIMEOUT_S: Final = 2.0
+
+_STOP: Final = object()
+
+
+def add_turn_context(logger: WrappedLogger, method_name: str, event_dict: EventDict) -> EventDict:
+    """Add ``node``, ``kind``, ``key``, ``message_type`` and ``trace_id`` of the actor
+    turn this line is written in (nothing outside a turn; the call's own fields win)."""
+    turn = current_turn()
+    if turn is None:
+        return event_dict
+    event_dict.setdefault("node", turn.node)
+    event_dict.setdefault("kind", turn.kind)
+    event_dict.setdefault("key", turn.key)
+    if turn.message_type is not None:
+        event_dict.setdefault("message_type", turn.message_type)
+    trace_id = trace_id_of(turn.traceparent)
+    if trace_id is not None:
+        event_dict.setdefault("trace_id", trace_id)
+    return event_dict
+
+
+class LogWriter:
+    """A bounded queue of rendered lines and the one thread that writes them."""
+
+    def __init__(self, stream: TextIO, capacity: int = QUEUE_CAPACITY) -> None:
+        self.stream = stream
+        self.capacity = capacity
+        #: Lines dropped because the queue was full.
+        self.dropped = 0
+        self._reported = 0
+        self._queue: queue.SimpleQueue[object] = queue.SimpleQueue()
+        self._thread = threading.Thread(target=self._run, name="log-writer", daemon=True)
+        self._closed = False
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def write(self, line: str) -> None:
+        """Queue ``line``; never blocks (a full queue drops it)."""
+        if self._closed or self._queue.qsize() >= self.capacity:
+            self.dropped += 1
+            return
+        self._queue.put(line)
+
+    def close(self, timeout: float = SHUTDOWN_TIMEOUT_S) -> None:
+        """Write what is queued, then stop the thread (waits up to ``timeout``)."""
+        if self._closed:
+            return
+        self._closed = True
+        self._queue.put(_STOP)
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _run(self) -> None:
+        q = self._queue
+        stream = self.stream
+        while True:
+            item = q.get()
+            lines: list[str] = []
+            stop = False
+            while True:
+                if item is _STOP:
+                    stop = True
+                else:
+                    assert isinstance(item, str)
+                    lines.append(item)
+                if len(lines) >= 512:
+                    break
+                try:
+                    item = q.get_nowait()
+                except queue.Empty:
+                    break
+            dropped = self.dropped
+            if dropped != self._reported:
+                lines.append(f"{dropped - self._reported} log lines dropped (the queue was full)")
+                self._reported = dropped
+            if lines:
+                try:
+                    stream.write("\n".join(lines) + "\n")
+                    stream.flush()
+                except (OSError, ValueError):
+                    pass  # stderr closed: nowhere to say so
+            if stop:
+                return
+
+
+class QueueLogger:
+    """The structlog logger of :class:`LogWriter`: every level queues the rendered line."""
+
+    __slots__ = ("_writer",)
+
+    def __init__(self, writer: LogWriter) -> None:
+        self._writer = writer
+
+    def msg(self, message: str) -> None:
+        self._writer.write(message)
+
+    log = debug = info = warn = warning = msg
+    fatal = failure = err = error = critical = exception = msg
+
+
+_writer: LogWriter | None = None
+
+
+def renderers_for(fmt: LogFormat, stream: TextIO) -> list[Processor]:
+    """The last processors: ``console`` renders for people (with its own exception
+    formatting), ``json`` one object per line; ``auto`` picks console on a terminal."""
+    if fmt == "auto":
+        try:
+            fmt = "console" if stream.isatty() else "json"
+        except (AttributeError, ValueError):
+            fmt = "json"
+    if fmt == "console":
+        return [structlog.dev.ConsoleRenderer()]
+    return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
+
+
+def configure(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None) -> LogWriter:
+    """Configure structlog for this process (see the module docstring): ``level`` is a
+    level name, ``fmt`` one of :data:`LOG_FORMATS`, ``stream`` stderr by default. Calling
+    it again replaces the previous configuration and its writer."""
+    global _writer
+    out = stream if stream is not None else sys.stderr
+    writer = LogWriter(out)
+    writer.start()
+    previous, _writer = _writer, writer
+    if previous is not None:
+        previous.close()
+    else:
+        atexit.register(shutdown)
+    processors: list[Processor] = [
+        structlog.contextvars.merge_contextvars,
+        add_turn_context,
+        structlog.processors.add_log_level,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        structlog.processors.StackInfoRenderer(),
+        *renderers_for(fmt, out),
+    ]
+    structlog.configure(
+        processors=processors,
+        wrapper_class=structlog.make_filtering_bound_logger(
+            logging.getLevelNamesMapping()[level.upper()]
+        ),
+        context_class=dict,
+        logger_factory=lambda *args: QueueLogger(writer),
+        cache_logger_on_first_use=False,
+    )
+    return writer
+
+
+def shutdown() -> None:
+    """Write the queued lines and stop the writer thread (also run at exit)."""
+    global _writer
+    writer, _writer = _writer, None
+    if writer is not None:
+        writer.close()

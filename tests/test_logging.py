@@ -1,0 +1,176 @@
+"""Logs: a line written inside an actor's turn carries the turn's context (node, kind,
+key, message type, trace id) without the handler passing it; lines are JSON when not on
+a terminal; writing never blocks the caller, and a full queue drops and says so."""
+
+from __future__ import annotations
+
+import io
+import json
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import structlog
+from structlog.testing import capture_logs
+
+from actors import Actor, ActorSystem, VirtualClock
+from actors.current import current_turn
+from actors.nats import NatsServer
+from iceshop.node import ShopNode
+from iceshop.observability import logs
+from iceshop.observability.tracing import OtelTracer
+from iceshop.protocol import CreateWindow
+from iceshop.settings import Settings
+
+SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
+
+log = structlog.get_logger("tests.logging")
+
+
+class _Chatty(Actor):
+    def receive(self, message: Any) -> Any:
+        log.info("handled", value=message)
+        log.warning("explicit", kind="mine")  # the call's own fields win
+        return message
+
+
+@pytest.fixture
+def restore_structlog() -> Iterator[None]:
+    yield
+    logs.shutdown()
+    structlog.reset_defaults()
+
+
+CONTEXT = [structlog.contextvars.merge_contextvars, logs.add_turn_context]
+
+
+@pytest.mark.anyio
+async def test_a_line_in_a_turn_carries_the_turn_context() -> None:
+    with capture_logs(processors=CONTEXT) as captured:
+        async with ActorSystem(clock=VirtualClock(), node_id="n7") as system:
+            system.register("chatty", _Chatty)
+            assert await system.ref("chatty", "c1").ask(3, headers={"traceparent": SAMPLED}) == 3
+            assert await system.ref("chatty", "c2").ask("x") == "x"
+            log.info("outside")
+    handled = [e for e in captured if e["event"] == "handled"]
+    assert handled[0] == {
+        "event": "handled",
+        "value": 3,
+        "log_level": "info",
+        "node": "n7",
+        "kind": "chatty",
+        "key": "c1",
+        "message_type": "int",
+        "trace_id": TRACE_ID,
+    }
+    assert handled[1]["key"] == "c2" and handled[1]["message_type"] == "str"
+    assert "trace_id" not in handled[1]  # no context, no trace id
+    explicit = next(e for e in captured if e["event"] == "explicit")
+    assert explicit["kind"] == "mine" and explicit["key"] == "c1"
+    (outside,) = [e for e in captured if e["event"] == "outside"]
+    assert "kind" not in outside and "key" not in outside
+    assert current_turn() is None
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_a_node_binds_its_id_and_a_traced_turn_its_trace(tmp_path: Path) -> None:
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    tracer = OtelTracer.create(InMemorySpanExporter(), batch=False)
+    with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
+        settings = Settings(
+            nats_url=server.url,
+            data_dir=str(tmp_path / "node"),
+            node_id="n9",
+            auth="off",
+            campaign_interval_s=3600.0,
+        )
+        with capture_logs(processors=CONTEXT) as captured:
+            async with ShopNode(settings, tracer=tracer) as node:
+                assert node.system is not None
+                now = node.clock.time()
+                refused = await node.system.ref("window", "W1").ask(
+                    CreateWindow(  # expires before it activates: refused, with a warning
+                        product_id="P1",
+                        seller_id="S1",
+                        decision_id=None,
+                        unit_price_minor=500,
+                        currency="TRY",
+                        quantity_total=5,
+                        min_participants=1,
+                        max_per_buyer=1,
+                        activates_at=now + 10.0,
+                        expires_at=now + 5.0,
+                    ),
+                    headers={"traceparent": SAMPLED},
+                )
+                assert refused.code.value == "invalid_request"
+    (line,) = [e for e in captured if e["event"] == "window not created"]
+    assert line["node"] == "n9"
+    assert (line["kind"], line["key"]) == ("window", "W1")
+    assert line["message_type"] == "CreateWindow"
+    assert line["trace_id"] == TRACE_ID  # the turn's span is in the request's trace
+    ready = next(e for e in captured if e["event"] == "node ready")
+    assert ready["node"] == "n9" and "kind" not in ready
+
+
+def test_json_lines_when_not_on_a_terminal(restore_structlog: None) -> None:
+    out = io.StringIO()
+    logs.configure("info", "auto", stream=out)
+    structlog.get_logger("t").info("hello", n=1)
+    structlog.get_logger("t").debug("hidden")
+    logs.shutdown()
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "hello" and record["n"] == 1 and record["level"] == "info"
+    assert record["timestamp"].endswith("Z")
+
+
+def test_readable_lines_on_a_terminal() -> None:
+    class _Tty(io.StringIO):
+        def isatty(self) -> bool:
+            return True
+
+    (console,) = logs.renderers_for("auto", _Tty())
+    assert isinstance(console, structlog.dev.ConsoleRenderer)
+    *_, last = logs.renderers_for("auto", io.StringIO())
+    assert isinstance(last, structlog.processors.JSONRenderer)
+    *_, forced = logs.renderers_for("json", _Tty())
+    assert isinstance(forced, structlog.processors.JSONRenderer)
+
+
+class _BlockedStream(io.StringIO):
+    """A stream whose first write blocks until released (a pipe nobody reads)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.entered = threading.Event()
+        self.release = threading.Event()
+
+    def write(self, text: str) -> int:
+        self.entered.set()
+        assert self.release.wait(10)
+        return super().write(text)
+
+
+def test_a_blocked_stream_never_blocks_the_caller_and_a_full_queue_drops() -> None:
+    stream = _BlockedStream()
+    writer = logs.LogWriter(stream, capacity=10)
+    writer.start()
+    writer.write("first")
+    assert stream.entered.wait(5)  # the writer thread is stuck in write()
+    for i in range(13):
+        writer.write(f"line {i}")  # returns at once: queued, or dropped when full
+    assert writer.dropped == 3
+    stream.release.set()
+    writer.close()
+    lines = stream.getvalue().splitlines()
+    assert lines[0] == "first"
+    assert lines[1:11] == [f"line {i}" for i in range(10)]
+    assert lines[11] == "3 log lines dropped (the queue was full)"
+    writer.write("after close")
+    assert writer.dropped == 4
