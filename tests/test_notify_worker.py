@@ -169,7 +169,9 @@ async def test_rate_limit_storms_are_retried_and_the_rate_is_kept(
             await rig.events.wait_for(60)
             await rig.notifier.idle()
         elapsed = time.monotonic() - started
-        records = await rig.store.records()
+        # By id rather than records(): listing a bucket's keys is a watch that may come
+        # back short on a loaded machine.
+        records = [await rig.store.get(r.notification_id) for r in requests]
 
     assert sorted(api.accepted_ids()) == [r.notification_id for r in requests]
     assert len(api.errors) == 15
@@ -180,7 +182,8 @@ async def test_rate_limit_storms_are_retried_and_the_rate_is_kept(
     # shorter than a second (rate * 0.95 + 1 = 39 expected at most; 41 would be a breach).
     assert api.max_in_window(0.95) <= rate + 1
     assert elapsed >= (75 - 1) / rate * 0.95
-    retried = [r for r in records if len(r.attempts) > 1]
+    assert all(r is not None for r in records)
+    retried = [r for r in records if r is not None and len(r.attempts) > 1]
     assert retried
     assert all(r.attempts[0].outcome == "retry" for r in retried)
     assert all(r.attempts[0].code == 130429 for r in retried)
