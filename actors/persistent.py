@@ -23,7 +23,10 @@ want snapshots, the snapshot type and cadence::
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, ClassVar
+
+import structlog
 
 from .actor import Actor
 from .envelope import Envelope
@@ -164,6 +167,12 @@ class PersistentActor(Actor):
         else:
             self._p_after.append((target, message))
 
+    def after_commit(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once this turn has committed, with the turn's replies;
+        never if the commit fails. For node-local facts that must not run ahead of the
+        journal (e.g. a cache of what is stored). Keep it short: it runs in the loop."""
+        self.tell_after_commit(_CALL_AFTER, callback)  # type: ignore[arg-type]
+
     def emit(
         self,
         subject: str,
@@ -184,3 +193,20 @@ class PersistentActor(Actor):
             self._p_outbox = [entry]
         else:
             self._p_outbox.append(entry)
+
+
+class _CallAfter:
+    """The target of :meth:`PersistentActor.after_commit`: "telling" it a callable
+    calls it (the after-commit tells are sent by ``target.tell(message)``)."""
+
+    __slots__ = ()
+
+    def tell(self, callback: Callable[[], None]) -> None:
+        try:
+            callback()
+        except Exception as exc:  # a faulty callback must not break the commit's bookkeeping
+            _log.error("after-commit callback failed", callback=repr(callback), error=repr(exc))
+
+
+_CALL_AFTER = _CallAfter()
+_log = structlog.get_logger("actors.persistent")

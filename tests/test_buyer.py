@@ -12,10 +12,11 @@ from typing import Any
 import msgspec
 import pytest
 
-from actors import Actor, ActorRef
+from actors import Actor, ActorRef, CommitFailed
 from actors.journal import MemoryJournal
 from actors.testkit import ActorTestKit
 from iceshop.buyer import KIND, BuyerActor, BuyerState
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.protocol import (
     AddIntent,
     BuyerKnown,
@@ -65,11 +66,11 @@ class StubProduct(Actor):
 class Rig:
     """A kit with the buyer kind and a stub product that records what it gets."""
 
-    def __init__(self, kit: ActorTestKit) -> None:
+    def __init__(self, kit: ActorTestKit, known: KnownBuyers | None = None) -> None:
         self.kit = kit
         self.product: list[tuple[str, Any]] = []
         settings = Settings()
-        kit.system.register(KIND, lambda: BuyerActor(settings), cls=BuyerActor)
+        kit.system.register(KIND, lambda: BuyerActor(settings, known), cls=BuyerActor)
         seen = self.product
         kit.system.register("product", lambda: StubProduct(seen), cls=StubProduct)
 
@@ -172,6 +173,35 @@ async def test_check_buyer() -> None:
         assert_error(await rig.buyer().ask(CheckBuyer()), ErrorCode.UNKNOWN_BUYER)
         await rig.buyer().ask(register())
         assert await rig.buyer().ask(CheckBuyer()) == BuyerKnown("b1")
+
+
+async def test_a_registration_reaches_the_nodes_directory_only_once_stored() -> None:
+    journal = MemoryJournal()
+    known = KnownBuyers()
+    async with kit_on(journal) as kit:
+        rig = Rig(kit, known)
+        journal.fail_next_write()
+        with pytest.raises(CommitFailed):
+            await rig.buyer("b1").ask(register())
+        assert "b1" not in known  # the commit failed: not registered
+        await kit.advance(5)  # the buyer's restart after the failed commit
+        assert "b1" not in known
+        await rig.buyer("b1").ask(register())
+        assert "b1" in known
+        await rig.buyer("b2").ask(register())
+        assert len(known) == 2
+    # A new node (a fresh directory) learns of b1 as soon as its actor starts.
+    fresh = KnownBuyers()
+    async with kit_on(journal) as kit:
+        rig = Rig(kit, fresh)
+        assert await rig.buyer("b1").ask(CheckBuyer()) == BuyerKnown("b1")
+        assert "b1" in fresh and "b2" not in fresh
+        assert_error(await rig.buyer("b3").ask(CheckBuyer()), ErrorCode.UNKNOWN_BUYER)
+        assert "b3" not in fresh
+    full = KnownBuyers(max_size=1)
+    full.add("x")
+    full.add("y")
+    assert "x" in full and "y" not in full  # bounded: the window asks for the rest
 
 
 # -- submit -------------------------------------------------------------------------------

@@ -184,3 +184,36 @@ async def test_an_actor_with_commits_in_flight_is_not_passivated() -> None:
         await kit.settle()
         assert got == [3]
         assert await ref.ask(Get()) == (3, 1, [])
+
+
+class Noting(Ledger):
+    """A ledger that notes each committed addition through ``after_commit``."""
+
+    noted: list[int] = []
+
+    def receive(self, message: Any) -> Any:
+        result = super().receive(message)
+        if isinstance(message, Add) and message.amount >= 0:
+            total = self.total
+            self.after_commit(lambda: Noting.noted.append(total))
+        return result
+
+
+async def test_after_commit_runs_once_the_turn_is_stored_and_never_on_failure() -> None:
+    journal = HeldJournal()
+    Noting.noted = []
+    async with ActorTestKit(journal=journal) as kit:
+        kit.system.register("ledger", Noting)
+        ref = kit.system.ref("ledger", "L")
+        got: list[Any] = []
+        ref.tell(Add(2), reply_to=got.append)
+        await spin()
+        assert Noting.noted == []  # applied in memory, not stored yet
+        journal.release()
+        await kit.settle()
+        assert Noting.noted == [2] and got == [2]
+        journal.fail_next_write()
+        ref.tell(Add(3), reply_to=got.append)
+        await kit.advance(5)
+        assert isinstance(got[-1], CommitFailed)
+        assert Noting.noted == [2]  # the failed commit called nothing

@@ -347,6 +347,9 @@ async def test_a_join_is_one_connected_trace_across_the_nats_hop(
 
         await t.subscribe("iceshop.events.window.W1.joined", on_event)
         await t.flush()
+        # As if B1 had registered through another node: the window asks the buyer actor,
+        # and that ask must carry the trace too.
+        node.known_buyers._ids.discard("B1")
         exporter.clear()
 
         subject = "iceshop.windows.W1.join"

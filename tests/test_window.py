@@ -11,6 +11,7 @@ import pytest
 
 from actors import Overloaded
 from actors.journal import MemoryJournal
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.protocol import (
     CheckBuyer,
     IntentMatched,
@@ -571,6 +572,19 @@ async def test_a_check_for_an_unknown_buyer_fails_only_its_joins() -> None:
         assert [code(g1[0]), code(g2[0])] == ["unknown_buyer", "unknown_buyer"]
         assert ok[0].status == "reserved"
         assert len(shop.peers.of("buyer", CheckBuyer)) == 2
+
+
+async def test_a_buyer_the_node_knows_is_registered_needs_no_check() -> None:
+    known = KnownBuyers()
+    known.add("b1")
+    async with Shop(known=known) as shop:
+        await active_shop(shop, min_participants=1)
+        shop.peers.silent_buyers.update({"b1", "b2"})  # a check would never be answered
+        assert (await shop.join("j1", "b1", 1)).status == "reserved"
+        assert len(shop.peers.of("buyer", CheckBuyer)) == 0
+        got = shop.tell_join("j2", "b2", 1)  # not in the directory: asked as before
+        await shop.settle()
+        assert got == [] and len(shop.peers.of("buyer", CheckBuyer)) == 1
 
 
 async def test_a_check_that_never_answers_fails_its_joins_as_unavailable() -> None:

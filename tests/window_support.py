@@ -20,6 +20,7 @@ import msgspec
 from actors import Actor, OutboxEntry
 from actors.journal import MemoryJournal
 from actors.testkit import ActorTestKit
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.protocol import BuyerKnown, CheckBuyer, CreateWindow, Principal, Request
 from iceshop.settings import Settings
 from iceshop.window import WindowActor
@@ -144,9 +145,11 @@ class Shop:
         settings: Settings | None = None,
         window_cls: type[WindowActor] = WindowActor,
         journal: MemoryJournal | None = None,
+        known: KnownBuyers | None = None,
     ) -> None:
         self.settings = settings or Settings(auth="off")
         self.window_cls = window_cls
+        self.known = known
         self.journal = journal or MemoryJournal()
         self.peers = Peers()
         self.sink = ListSink()
@@ -158,8 +161,8 @@ class Shop:
         self.now += down_for
         kit = ActorTestKit(journal=self.journal, outbox_sink=self.sink, epoch=self.now)
         # Registered before the node starts: deadlines armed at start find their kind.
-        settings, cls, peers = self.settings, self.window_cls, self.peers
-        kit.system.register("window", lambda: cls(settings), cls=cls)
+        settings, cls, peers, known = self.settings, self.window_cls, self.peers, self.known
+        kit.system.register("window", lambda: cls(settings, None, known), cls=cls)
         for kind in ("buyer", "seller", "product", "campaign"):
             kit.system.register(kind, lambda: StubPeer(peers), cls=StubPeer)
         await kit.__aenter__()

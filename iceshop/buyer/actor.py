@@ -40,12 +40,14 @@ again what its unexpired intents imply (open: re-added; otherwise: removed).
 
 from __future__ import annotations
 
+from functools import partial
 from typing import Any, ClassVar
 
 import structlog
 
 from actors import ActorRef, ActorsError, DeadlineFired, PersistentActor
 from actors.envelope import Reply
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.buyer.state import (
     LIVE,
     BuyerEvent,
@@ -137,7 +139,7 @@ def _conflict(intent_id: str) -> ShopError:
 class BuyerActor(PersistentActor):
     """One buyer: profile, intents, and their life cycle (see the module docstring)."""
 
-    __slots__ = ("_pending", "settings", "state")
+    __slots__ = ("_pending", "known", "settings", "state")
 
     event_type = BuyerEvent
     snapshot_type = BuyerState
@@ -146,8 +148,10 @@ class BuyerActor(PersistentActor):
     #: How long a submit waits for the product before answering ``unavailable``.
     product_timeout_s: ClassVar[float] = 5.0
 
-    def __init__(self, settings: Settings | None = None) -> None:
+    def __init__(self, settings: Settings | None = None, known: KnownBuyers | None = None) -> None:
         self.settings = settings if settings is not None else Settings()
+        #: The node's directory of registered buyers (see ``iceshop.buyer.directory``).
+        self.known = known
         self.state = BuyerState()
         self._pending: dict[str, _Pending] = {}
 
@@ -165,9 +169,12 @@ class BuyerActor(PersistentActor):
     def on_start(self) -> None:
         """Tell the products again what the stored intents imply. What was told after a
         commit is lost if the node died right after it (a cancel would stay in the
-        demand until its expiry); the product takes every repeat as a no-op."""
+        demand until its expiry); the product takes every repeat as a no-op. A registered
+        buyer (what the journal holds is committed) goes into the node's directory."""
         if self.state.profile is None:
             return
+        if self.known is not None:
+            self.known.add(self.key)
         now = self.now()
         for intent in self.state.intents.values():
             if intent.expires_at <= now:
@@ -230,6 +237,8 @@ class BuyerActor(PersistentActor):
         )
         if new != old:
             self.persist(Registered(new))
+            if old is None and self.known is not None:
+                self.after_commit(partial(self.known.add, self.key))
             if old is not None and (
                 (old.phone, old.locale, old.whatsapp_opt_in)
                 != (new.phone, new.locale, new.whatsapp_opt_in)

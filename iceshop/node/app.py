@@ -48,6 +48,7 @@ from iceshop.audit import AUDIT_STREAM, ensure_audit_stream
 from iceshop.auth import APIKEY_KIND, REGISTRY_KEY
 from iceshop.auth.service import NodeAuth
 from iceshop.buyer import BuyerActor
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.campaign import CampaignActor
 from iceshop.connection import nats_transport
 from iceshop.decision import DecisionActor
@@ -113,6 +114,8 @@ class ShopNode:
         self.notifier: Notifier | None = None
         #: Joins and notifications by outcome; read by ``metrics`` (see observability).
         self.counters = ShopCounters()
+        #: Buyers known to be registered, shared by this node's buyer and window actors.
+        self.known_buyers = KnownBuyers()
         self.metrics = NodeMetrics(self.node_id, self.counters, version=node_version())
         #: The port ``/metrics`` listens on once started (0: no endpoint).
         self.metrics_port = 0
@@ -271,11 +274,12 @@ class ShopNode:
 
     def _register(self, system: ActorSystem) -> None:
         s = self.settings
-        system.register("buyer", lambda: BuyerActor(s), cls=BuyerActor)
+        known = self.known_buyers
+        system.register("buyer", lambda: BuyerActor(s, known), cls=BuyerActor)
         system.register("seller", lambda: SellerActor(s), cls=SellerActor)
         system.register("product", lambda: ProductActor(s), cls=ProductActor)
         counters = self.counters
-        system.register("window", lambda: WindowActor(s, counters), cls=WindowActor)
+        system.register("window", lambda: WindowActor(s, counters, known), cls=WindowActor)
         system.register("decision", lambda: DecisionActor(s), cls=DecisionActor)
         system.register("campaign", lambda: CampaignActor(s), cls=CampaignActor)
         assert self.auth is not None

@@ -55,6 +55,7 @@ import structlog
 
 from actors import ActorsError, DeadlineFired, Overflow, PersistentActor
 from iceshop.audit import actor_of, emit_audit, window_cancelled
+from iceshop.buyer.directory import KnownBuyers
 from iceshop.observability.counters import ShopCounters
 from iceshop.protocol import (
     BuyerKnown,
@@ -152,6 +153,7 @@ class WindowActor(PersistentActor):
         "_room",
         "_verified",
         "counters",
+        "known",
         "settings",
         "w",
     )
@@ -170,9 +172,14 @@ class WindowActor(PersistentActor):
     max_waiting: ClassVar[int] = 10_000
 
     def __init__(
-        self, settings: Settings | None = None, counters: ShopCounters | None = None
+        self,
+        settings: Settings | None = None,
+        counters: ShopCounters | None = None,
+        known: KnownBuyers | None = None,
     ) -> None:
         self.settings = settings if settings is not None else Settings()
+        #: The node's directory of registered buyers: a buyer in it needs no check.
+        self.known = known if known is not None else KnownBuyers(0)
         #: Joins by outcome, for the node's metrics.
         self.counters = counters if counters is not None else ShopCounters()
         self.w: WindowData | None = None
@@ -398,7 +405,7 @@ class WindowActor(PersistentActor):
         if resolved is not None and resolved[0] == buyer:
             if resolved[1] is not None:
                 return resolved[1]
-        elif buyer not in w.held and buyer not in self._verified:
+        elif buyer not in w.held and buyer not in self._verified and buyer not in self.known:
             return self._wait(buyer, join, reply, deadline)
         error = w.admission_error(buyer, join.quantity)
         if error is not None:
