@@ -54,6 +54,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from actors.clock import Clock, RealClock
 from actors.errors import RequestTimeout, TransportError
 from actors.nats import NatsTransport, mapped_errors
+from actors.nats.pull import run_pull_consumer
 from iceshop.notify.events import outcome_event
 from iceshop.notify.provider import (
     Outbound,
@@ -178,37 +179,21 @@ class Notifier:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Notify until cancelled. With ``task_group.start`` it returns once the consumer
         is bound (after the request stream exists)."""
-        delay = self.retry_initial
-        started = False
-        waiting_logged = False
-        while True:
-            try:
-                await self.store.open()
-                psub = await self._subscribe()
-                if psub is None:
-                    if not waiting_logged:
-                        log.info("notifier waits for its stream", stream=self.stream)
-                        waiting_logged = True
-                else:
-                    delay = self.retry_initial
-                    waiting_logged = False
-                    if not started:
-                        started = True
-                        log.info(
-                            "notifier ready",
-                            worker=self.worker,
-                            provider=self.provider.name,
-                            consumer=self.durable,
-                        )
-                        task_status.started()
-                    try:
-                        await self._consume(psub)
-                    finally:
-                        await self._unsubscribe(psub)
-            except TransportError as exc:
-                log.warning("notifier failed; retrying", error=repr(exc), retry_in=delay)
-            await anyio.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
+        await run_pull_consumer(
+            self._subscribe,
+            self._consume,
+            what="notifier",
+            stream=self.stream,
+            retry_initial=self.retry_initial,
+            retry_max=self.retry_max,
+            on_ready=lambda: log.info(
+                "notifier ready",
+                worker=self.worker,
+                provider=self.provider.name,
+                consumer=self.durable,
+            ),
+            task_status=task_status,
+        )
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -225,6 +210,7 @@ class Notifier:
         )
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+        await self.store.open()
         js = self.transport.jetstream(timeout=self.api_timeout)
         with mapped_errors(f"notifier consumer {self.durable}"):
             try:
@@ -246,14 +232,6 @@ class Notifier:
                 stream=self.stream,
                 pending_msgs_limit=4 * self.concurrency,
             )
-
-    @staticmethod
-    async def _unsubscribe(psub: JetStreamContext.PullSubscription) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await psub.unsubscribe()
-            except (nats.errors.Error, OSError, ValueError) as exc:
-                log.debug("notifier unsubscribe failed", error=repr(exc))
 
     async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
         """Fetch as many requests as there are free slots; each is handled by a task of

@@ -48,6 +48,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from actors.errors import JournalUnavailable, RequestTimeout, TransportError
 from actors.nats import NatsTransport
 from actors.nats.errors import mapped_errors
+from actors.nats.pull import run_pull_consumer
 from iceshop.readmodel.store import ReadModel, StreamPosition
 from iceshop.wire import DEFAULT_PREFIX, EVENT_STREAM
 
@@ -108,32 +109,16 @@ class Projector:
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Project until cancelled. With ``task_group.start`` it returns once the first
         subscription is in place (after the stream exists)."""
-        delay = self.retry_initial
-        started = False
-        waiting_logged = False
-        while True:
-            try:
-                psub = await self._subscribe()
-                if psub is None:
-                    if not waiting_logged:
-                        _log.info("read model waits for its stream", stream=self.stream)
-                        waiting_logged = True
-                else:
-                    delay = self.retry_initial
-                    waiting_logged = False
-                    if not started:
-                        started = True
-                        task_status.started()
-                    try:
-                        await self._consume(psub)
-                    finally:
-                        await self._unsubscribe(psub)
-            except (TransportError, JournalUnavailable) as exc:
-                _log.warning(
-                    "read model projection failed; retrying", error=repr(exc), retry_in=delay
-                )
-            await anyio.sleep(delay)
-            delay = min(delay * 2, self.retry_max)
+        await run_pull_consumer(
+            self._subscribe,
+            self._consume,
+            what="read model projection",
+            stream=self.stream,
+            retry_initial=self.retry_initial,
+            retry_max=self.retry_max,
+            retry_on=(TransportError, JournalUnavailable),
+            task_status=task_status,
+        )
 
     async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
         """The pull subscription on the durable consumer, made consistent with the
@@ -235,14 +220,6 @@ class Projector:
                     await msg.nak()
             except (nats.errors.Error, OSError) as exc:
                 _log.debug("read model nak failed", error=repr(exc))
-
-    @staticmethod
-    async def _unsubscribe(psub: JetStreamContext.PullSubscription) -> None:
-        with anyio.CancelScope(shield=True):
-            try:
-                await psub.unsubscribe()
-            except (nats.errors.Error, OSError, ValueError) as exc:
-                _log.debug("read model unsubscribe failed", error=repr(exc))
 
     # -- waiting for the projection ---------------------------------------------------------
 
