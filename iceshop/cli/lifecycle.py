@@ -19,6 +19,7 @@ stderr never blocks the event loop (``iceshop.observability.logs``).
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import fcntl
 import gc
@@ -35,6 +36,8 @@ from iceshop.observability import logs
 __all__ = [
     "LOG_FORMATS",
     "LOG_LEVELS",
+    "add_log_arguments",
+    "add_process_arguments",
     "configure_logging",
     "lock_data_dir",
     "serve_until_signalled",
@@ -46,6 +49,34 @@ LOG_LEVELS = ("debug", "info", "warning", "error")
 LOG_FORMATS = logs.LOG_FORMATS
 
 Start = Callable[[contextlib.AsyncExitStack], Awaitable[None]]
+
+
+def add_log_arguments(p: argparse.ArgumentParser) -> None:
+    """``--log-level`` and ``--log-format``, as every long-running command takes them."""
+    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
+    p.add_argument(
+        "--log-format",
+        choices=LOG_FORMATS,
+        default="auto",
+        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
+    )
+
+
+def add_process_arguments(
+    p: argparse.ArgumentParser, *, data_help: str, config_help: str, node_id_help: str
+) -> None:
+    """The options of a process run against an existing NATS (node, projector,
+    notifier): ``--nats``, ``--data``, ``--config``, ``--node-id`` and the log options."""
+    p.add_argument(
+        "--nats",
+        default=argparse.SUPPRESS,
+        metavar="URL[,URL...]",
+        help="NATS server URL(s), comma separated (setting nats_url)",
+    )
+    p.add_argument("--data", metavar="DIR", help=data_help)
+    p.add_argument("--config", metavar="FILE", help=config_help)
+    p.add_argument("--node-id", metavar="ID", help=node_id_help)
+    add_log_arguments(p)
 
 
 def configure_logging(level: str, fmt: str = "auto") -> None:

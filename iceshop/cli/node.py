@@ -23,8 +23,7 @@ import anyio
 from actors.errors import ActorsError
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
-    LOG_FORMATS,
-    LOG_LEVELS,
+    add_process_arguments,
     configure_logging,
     lock_data_dir,
     serve_until_signalled,
@@ -57,21 +56,11 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
         description="Run one node against an existing NATS server or cluster, until "
         "interrupted. Settings: defaults < --config TOML < ICESHOP_<KEY> variables < flags.",
     )
-    p.add_argument(
-        "--nats",
-        default=argparse.SUPPRESS,
-        metavar="URL[,URL...]",
-        help="NATS server URL(s), comma separated (setting nats_url)",
-    )
-    p.add_argument("--data", metavar="DIR", help="data directory (setting data_dir)")
-    p.add_argument("--config", metavar="FILE", help="TOML settings file")
-    p.add_argument("--node-id", metavar="ID", help="this node's id (setting node_id)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    p.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="auto",
-        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
+    add_process_arguments(
+        p,
+        data_help="data directory (setting data_dir)",
+        config_help="TOML settings file",
+        node_id_help="this node's id (setting node_id)",
     )
     p.set_defaults(handler=run)
 

@@ -46,8 +46,7 @@ from iceshop.auth import LocalAuth
 from iceshop.auth import provision as provision_auth
 from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
-    LOG_FORMATS,
-    LOG_LEVELS,
+    add_log_arguments,
     configure_logging,
     lock_data_dir,
     serve_until_signalled,
@@ -84,13 +83,7 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     )
     p.add_argument("--config", metavar="FILE", help="TOML node settings file")
     p.add_argument("--node-id", metavar="ID", help="the node's id (setting node_id)")
-    p.add_argument("--log-level", choices=LOG_LEVELS, default="info")
-    p.add_argument(
-        "--log-format",
-        choices=LOG_FORMATS,
-        default="auto",
-        help="log lines as JSON, or readable; auto: readable on a terminal (default)",
-    )
+    add_log_arguments(p)
     p.set_defaults(handler=run)
 
 
