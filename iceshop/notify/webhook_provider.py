@@ -13,12 +13,11 @@ other status permanent; no answer (timeout, refused, reset) is retryable.
 
 from __future__ import annotations
 
-from types import TracebackType
-from typing import Final, Self
+from typing import Final
 
-import httpx
 import msgspec
 
+from iceshop.notify.http_provider import HttpProvider
 from iceshop.notify.provider import Outbound, PermanentSendError, RetryableSendError, Sent
 from iceshop.notify.whatsapp import parse_retry_after
 
@@ -33,7 +32,7 @@ _answer_decoder: Final = msgspec.json.Decoder(_Answer)
 _encoder: Final = msgspec.json.Encoder()
 
 
-class WebhookProvider:
+class WebhookProvider(HttpProvider):
     """POSTs to ``url``. Use as ``async with WebhookProvider(url) as provider``."""
 
     name = "webhook"
@@ -41,52 +40,17 @@ class WebhookProvider:
     def __init__(self, url: str, *, timeout: float = 10.0, max_connections: int = 32) -> None:
         if not url.startswith(("http://", "https://")):
             raise ValueError(f"webhook url must be http(s): {url!r}")
-        self.url = url
-        self.timeout = timeout
-        self.max_connections = max_connections
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(url, timeout=timeout, max_connections=max_connections)
 
     @property
     def sender(self) -> str:
         return self.url
 
-    async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
-            timeout=self.timeout,
-            limits=httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-            ),
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
-
     async def send(self, msg: Outbound) -> Sent:
-        client = self._client
-        if client is None:
-            raise RuntimeError("WebhookProvider used outside its async with")
-        try:
-            response = await client.post(
-                self.url,
-                content=_encoder.encode(msg),
-                headers={
-                    "Content-Type": "application/json",
-                    "Idempotency-Key": msg.notification_id,
-                },
-            )
-        except httpx.TimeoutException as exc:
-            raise RetryableSendError(f"no answer in {self.timeout:g}s: {exc!r}") from exc
-        except httpx.HTTPError as exc:
-            raise RetryableSendError(f"request failed: {exc!r}") from exc
+        response = await self._post(
+            _encoder.encode(msg),
+            {"Content-Type": "application/json", "Idempotency-Key": msg.notification_id},
+        )
         status = response.status_code
         if 200 <= status < 300:
             try:

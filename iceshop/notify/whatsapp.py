@@ -45,12 +45,11 @@ from __future__ import annotations
 import email.utils
 import math
 import time
-from types import TracebackType
-from typing import Any, Final, Self
+from typing import Any, Final
 
-import httpx
 import msgspec
 
+from iceshop.notify.http_provider import HttpProvider
 from iceshop.notify.provider import Outbound, PermanentSendError, RetryableSendError, Sent
 
 __all__ = [
@@ -161,7 +160,7 @@ def classify(status: int, body: bytes, retry_after: str | None = None) -> Sent:
     raise PermanentSendError(reason, code or status)
 
 
-class WhatsAppProvider:
+class WhatsAppProvider(HttpProvider):
     """Sends through the Cloud API from ``phone_number_id``. Use as
     ``async with WhatsAppProvider(...) as provider`` (it owns an HTTP connection pool
     of at most ``max_connections``)."""
@@ -183,11 +182,12 @@ class WhatsAppProvider:
         if not phone_number_id:
             raise ValueError("the WhatsApp provider needs a phone number id")
         self.phone_number_id = phone_number_id
-        self.url = f"{api_base.rstrip('/')}/{api_version.strip('/')}/{phone_number_id}/messages"
-        self.timeout = timeout
-        self.max_connections = max_connections
         self._token = token
-        self._client: httpx.AsyncClient | None = None
+        super().__init__(
+            f"{api_base.rstrip('/')}/{api_version.strip('/')}/{phone_number_id}/messages",
+            timeout=timeout,
+            max_connections=max_connections,
+        )
 
     def __repr__(self) -> str:
         return f"WhatsAppProvider(url={self.url!r})"
@@ -196,39 +196,11 @@ class WhatsAppProvider:
     def sender(self) -> str:
         return self.phone_number_id
 
-    async def __aenter__(self) -> Self:
-        self._client = httpx.AsyncClient(
-            timeout=self.timeout,
-            limits=httpx.Limits(
-                max_connections=self.max_connections,
-                max_keepalive_connections=self.max_connections,
-            ),
-            headers={"Authorization": f"Bearer {self._token}"},
-        )
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        client, self._client = self._client, None
-        if client is not None:
-            await client.aclose()
+    def _client_headers(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self._token}"}
 
     async def send(self, msg: Outbound) -> Sent:
-        client = self._client
-        if client is None:
-            raise RuntimeError("WhatsAppProvider used outside its async with")
-        try:
-            response = await client.post(
-                self.url,
-                content=_encoder.encode(message_body(msg)),
-                headers={"Content-Type": "application/json"},
-            )
-        except httpx.TimeoutException as exc:
-            raise RetryableSendError(f"no answer in {self.timeout:g}s: {exc!r}") from exc
-        except httpx.HTTPError as exc:
-            raise RetryableSendError(f"request failed: {exc!r}") from exc
+        response = await self._post(
+            _encoder.encode(message_body(msg)), {"Content-Type": "application/json"}
+        )
         return classify(response.status_code, response.content, response.headers.get("retry-after"))
