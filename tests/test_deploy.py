@@ -28,7 +28,7 @@ import nats.js.errors
 import pytest
 
 from actors import VirtualClock
-from actors.errors import TransportError
+from actors.errors import NoResponders, TransportError
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport, find_nats_server, free_port
 from iceshop.cli.secrets import NATS_ROLES, password_env
 from iceshop.config import load_settings
@@ -311,7 +311,16 @@ async def test_a_window_lives_its_life_on_the_three_server_cluster(tmp_path: Pat
         shop = VirtualShop(node, clock, Client(transport))
         c = shop.client
 
-        status = await c.ok("cluster.status")
+        # The node's subscriptions reach the other servers over the routes a moment
+        # after it is ready; until then a client on another server sees no responders,
+        # and retries as the contract says.
+        with anyio.fail_after(10):
+            while True:
+                try:
+                    status = await c.ok("cluster.status")
+                    break
+                except NoResponders:
+                    await anyio.sleep(0.05)
         assert [n["node_id"] for n in status["nodes"]] == ["node-1"], mode
 
         # A seller with stock, buyers with intents: demand the campaign acts on.
