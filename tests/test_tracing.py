@@ -350,6 +350,11 @@ async def test_a_join_is_one_connected_trace_across_the_nats_hop(
         # As if B1 had registered through another node: the window asks the buyer actor,
         # and that ask must carry the trace too.
         node.known_buyers._ids.discard("B1")
+        # The activation fires on its own timer; had it shared a turn with the join, its
+        # commit would be a second commit of the join's trace.
+        with anyio.fail_after(5):
+            while (await c.call("windows.W1.get"))["data"]["state"] != "active":
+                await anyio.sleep(0.01)
         exporter.clear()
 
         subject = "iceshop.windows.W1.join"
