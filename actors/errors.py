@@ -132,3 +132,14 @@ class NotPermitted(TransportError):
     or subscribe outside the user's permissions. Repeating it changes nothing."""
 
     retryable = False
+
+
+class CodecError(ActorsError):
+    """A message or reply could not be encoded or decoded for another node (an
+    unregistered type, or bytes that do not match the type their tag names)."""
+
+
+class NotLocal(ActorsError):
+    """The actor's shard is not owned here; the sender should locate it again."""
+
+    retryable = True

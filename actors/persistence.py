@@ -21,6 +21,7 @@ durable deadlines and lets them take their mail.
 from __future__ import annotations
 
 from collections import deque
+from collections.abc import Callable
 from time import perf_counter
 from typing import TYPE_CHECKING, Any
 
@@ -30,7 +31,13 @@ import structlog
 from .actor import ActorState
 from .dispatcher import deliver, next_envelope, requeue_front, start_turn_span
 from .envelope import Envelope
-from .errors import ActorsError, CommitFailed, DeadlineExceeded, JournalUnavailable
+from .errors import (
+    ActorsError,
+    CommitFailed,
+    DeadlineExceeded,
+    JournalUnavailable,
+    NotLocal,
+)
 from .journal.base import Deadline, Journal, Recovery, WriteRequest
 from .persistent import DeadlineFired, PersistentActor
 from .stats import BATCH_BUCKETS, COMMIT_BUCKETS, Histogram
@@ -354,6 +361,18 @@ class PersistenceDriver:
             del self._pending[: self._max_batch]
             self._writing = len(group)
             started = perf_counter()
+            placement = self._system.placement
+            if placement is not None:
+                # Fencing: a shard whose lease this node no longer holds is not written
+                # for, even by a turn staged before the loss (see actors.cluster.leases).
+                fenced = [s for s in group if not placement.is_local(s.request.kind, s.request.key)]
+                if fenced:
+                    for staged in fenced:
+                        self._commit_failed(staged, NotLocal("the shard moved to another node"))
+                    group = [s for s in group if s not in fenced]
+                    if not group:
+                        self._writing = 0
+                        continue
             try:
                 results: list[Any] = list(await self._journal.write([s.request for s in group]))
             except ActorsError as exc:
@@ -418,12 +437,15 @@ class PersistenceDriver:
             return  # answered when the earlier commit of its actor failed
         system = self._system
         actor = staged.actor
-        log.warning(
-            "commit failed; rebuilding actor from its journal",
-            kind=actor._a_kind.name,
-            key=actor._a_key,
-            error=repr(error),
-        )
+        if type(error) is NotLocal:
+            log.info("shard moved; turn not stored", kind=actor._a_kind.name, key=actor._a_key)
+        else:
+            log.warning(
+                "commit failed; rebuilding actor from its journal",
+                kind=actor._a_kind.name,
+                key=actor._a_key,
+                error=repr(error),
+            )
         failure = CommitFailed(f"commit failed: {error}")
         failure.__cause__ = error
         # Every later turn of this actor still in flight built on this one: it fails too
@@ -449,7 +471,9 @@ class PersistenceDriver:
             for fire in each.fired:
                 system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
         requeue_front(actor, again)
-        if actor._a_state in (ActorState.COMMITTING, READY):
+        if type(error) is NotLocal and actor._a_state != STOPPED:
+            system._hand_over(actor)  # fenced: its mail goes on to the shard's new owner
+        elif actor._a_state in (ActorState.COMMITTING, READY):
             system._restart_later(actor, error)
         elif actor._a_state == STOPPED:
             system._call_on_stop(actor)
@@ -509,7 +533,8 @@ class PersistenceDriver:
 
     # -- node start: every durable deadline --------------------------------------------
 
-    async def arm_all_deadlines(self) -> int:
+    async def arm_all_deadlines(self, here: Callable[[str, str], bool] | None = None) -> int:
+        """Arm every stored deadline, or those of the actors ``here(kind, key)`` picks."""
         system = self._system
         clock = system.clock
         total = 0
@@ -523,6 +548,7 @@ class PersistenceDriver:
             total += system.timers.arm_many(
                 TimerEntry(d.kind, d.key, d.name, now_mono + (d.due - now_wall), d.due, True)
                 for d in page
+                if here is None or here(d.kind, d.key)
             )
             last = page[-1]
             after = (last.due, last.kind, last.key, last.name)

@@ -4,7 +4,9 @@
 (:class:`~actors.errors.Overloaded` when the mailbox is full,
 :class:`~actors.errors.ActorStopped` for a stopped, non-virtual actor). ``ask`` awaits
 the reply with a deadline. A ref to a virtual actor stays valid across passivation:
-the next message activates the actor again.
+the next message activates the actor again. In a cluster (see :mod:`actors.placement`)
+a ref to an actor that lives on another node sends its messages there; the caller sees
+no difference.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ import anyio
 
 from .actor import Actor, ActorState
 from .envelope import Envelope, Reply
-from .errors import ActorsError
+from .errors import ActorsError, NotLocal
 
 if TYPE_CHECKING:
     from .system import ActorSystem
@@ -84,7 +86,11 @@ class ActorRef:
         an :class:`~actors.errors.ActorsError`. ``deadline`` is monotonic seconds."""
         actor = self._actor
         if actor is None or actor._a_state == _STOPPED:
-            actor = self._target()
+            try:
+                actor = self._target()
+            except NotLocal:
+                self._system._send_remote(self.kind, self.key, message, reply_to, headers, deadline)
+                return
         if (
             reply_to is None
             and headers is None
@@ -112,7 +118,10 @@ class ActorRef:
         system = self._system
         slot = _AskSlot()
         deadline = system.clock.monotonic() + timeout
-        system._enqueue(self._target(), Envelope(message, slot, headers, deadline))
+        try:
+            system._enqueue(self._target(), Envelope(message, slot, headers, deadline))
+        except NotLocal:
+            system._send_remote(self.kind, self.key, message, slot, headers, deadline)
         if not slot.done:
             timer = system._ask_timer(slot, deadline)
             try:

@@ -28,11 +28,12 @@ from .actor import Actor, ActorState
 from .clock import Clock, RealClock
 from .dispatcher import Dispatcher, deliver, has_mail, next_envelope, requeue_front
 from .envelope import Envelope, Overflow
-from .errors import ActorFailed, ActorsError, ActorStopped, AskTimeout, Overloaded
+from .errors import ActorFailed, ActorsError, ActorStopped, AskTimeout, NotLocal, Overloaded
 from .journal.base import DeadLetter, Journal
 from .outbox import OutboxRelay, OutboxSink
 from .persistence import DurableFire, PersistenceDriver
 from .persistent import PersistentActor
+from .placement import Placement
 from .ref import ActorRef, _AskSlot
 from .stats import TURN_BUCKETS, Histogram, KindStats, RuntimeStats
 from .supervision import DeadLetters, backoff_delay, encode_payload
@@ -154,6 +155,8 @@ class KindRuntime:
         self.activations = 0
         self.passivations = 0
         self.spawned = False
+        #: Runs on every node for itself (never placed elsewhere; see actors.placement).
+        self.local = False
         #: Messages handled and handler failures (see :mod:`actors.stats`).
         self.handled = 0
         self.failed = 0
@@ -221,7 +224,12 @@ class ActorSystem:
         sweep_interval: float = 1.0,
         shutdown_timeout: float = 5.0,
         tracer: Tracer | None = None,
+        placement: Placement | None = None,
     ) -> None:
+        #: Where actors live when nodes share them (:mod:`actors.placement`); None: all
+        #: here. With a placement no deadline is armed at start: the node arms a shard's
+        #: deadlines when it takes the shard (:meth:`arm_deadlines`).
+        self.placement = placement
         #: How long leaving ``async with`` waits for pending commits and publishes.
         self.shutdown_timeout = shutdown_timeout
         self.clock: Clock = clock if clock is not None else RealClock()
@@ -270,7 +278,9 @@ class ActorSystem:
                 tg.start_soon(self.persistence.run_writer)
                 tg.start_soon(self.persistence.run_loader)
                 tg.start_soon(self.dead_letters.run)
-                armed = await self.persistence.arm_all_deadlines()
+                armed = 0
+                if self.placement is None:
+                    armed = await self.persistence.arm_all_deadlines()
                 if armed:
                     log.info("durable deadlines armed", count=armed)
             self._arm_sweep()
@@ -346,10 +356,16 @@ class ActorSystem:
     # -- registration and refs --------------------------------------------------------------
 
     def register(
-        self, kind: str, factory: type[Actor] | Callable[[], Actor], cls: type[Actor] | None = None
+        self,
+        kind: str,
+        factory: type[Actor] | Callable[[], Actor],
+        cls: type[Actor] | None = None,
+        *,
+        local: bool = False,
     ) -> None:
         """Declare actor kind ``kind``: ``factory()`` makes a fresh (unstarted) actor.
-        Pass ``cls`` when the factory is not the class itself."""
+        Pass ``cls`` when the factory is not the class itself. ``local`` kinds run on
+        every node for itself, whatever the placement says."""
         if kind in self._kinds:
             raise ValueError(f"actor kind {kind!r} is already registered")
         if kind.startswith(_INTERNAL):
@@ -359,7 +375,8 @@ class ActorSystem:
             raise TypeError("register needs an Actor subclass (pass cls= with a factory)")
         if issubclass(actor_cls, PersistentActor) and self.journal is None:
             raise TypeError(f"{kind!r} is persistent but the system has no journal")
-        self._kinds[kind] = KindRuntime(self, kind, factory, actor_cls)
+        kr = self._kinds[kind] = KindRuntime(self, kind, factory, actor_cls)
+        kr.local = local
         for entry in self._parked.pop(kind, ()):
             self._on_timer(entry)
 
@@ -440,7 +457,74 @@ class ActorSystem:
             return actor
         if not self._running:
             raise ActorStopped(f"{kind}/{key}: the actor system is not running")
+        placement = self.placement
+        if placement is not None and not kr.local and not placement.is_local(kind, key):
+            raise NotLocal(f"{kind}/{key} lives on another node")
         return self._bind(kr, key, kr.factory())
+
+    def _send_remote(
+        self,
+        kind: str,
+        key: str,
+        message: Any,
+        reply_to: Callable[[Any], None] | None,
+        headers: Any,
+        deadline: float | None,
+    ) -> None:
+        placement = self.placement
+        assert placement is not None  # NotLocal comes only from a placement
+        placement.send(kind, key, message, reply_to, headers, deadline)
+
+    # -- shards moving between nodes --------------------------------------------------
+
+    def relinquish(self, here: Callable[[str, str], bool]) -> int:
+        """This node no longer runs the actors for which ``here(kind, key)`` is true (it
+        lost or released their shard): stop them now, send the mail they had not handled
+        to wherever the placement now says, and drop their armed deadlines (the new owner
+        arms them from the journal). Commits already sent still land or fail; the journal's
+        sequence check keeps a late one from forking an actor's history. Returns how many
+        actors were stopped."""
+        stopped = 0
+        for kr in list(self._kinds.values()):
+            if kr.local or kr.spawned:
+                continue
+            name = kr.name
+            for key, actor in list(kr.active.items()):
+                if here(name, key):
+                    self._hand_over(actor)
+                    stopped += 1
+        self.timers.cancel_where(lambda kind, key: kind in self._kinds and here(kind, key))
+        return stopped
+
+    def _hand_over(self, actor: Actor) -> None:
+        kr = actor._a_kind
+        committing = actor._a_state == ActorState.COMMITTING or _in_flight(actor)
+        actor._a_state = STOPPED
+        if kr.active.get(actor._a_key) is actor:
+            del kr.active[actor._a_key]
+        self.timers.cancel_actor(kr.name, actor._a_key)
+        # The system lane holds this incarnation's own business (replies to its requests,
+        # fired deadlines): it ends here. The mailbox goes on to the new owner.
+        actor._a_sys = None
+        placement = self.placement
+        while (item := next_envelope(actor)) is not None:
+            if placement is None:
+                _answer(item, ActorStopped(f"{kr.name}/{actor._a_key} stopped"))
+            elif type(item) is Envelope:
+                placement.send(
+                    kr.name, actor._a_key, item.message, item.reply, item.headers, item.deadline
+                )
+            else:
+                placement.send(kr.name, actor._a_key, item, None, None, None)
+        if not committing:
+            self._call_on_stop(actor)
+
+    async def arm_deadlines(self, here: Callable[[str, str], bool]) -> int:
+        """Arm the stored deadlines of the actors for which ``here(kind, key)`` is true
+        (a shard this node has just taken). Returns how many were armed."""
+        if self.persistence is None:
+            return 0
+        return await self.persistence.arm_all_deadlines(here)
 
     def _bind(
         self, kr: KindRuntime, key: str, actor: Actor, restarted: BaseException | None = None
@@ -724,6 +808,10 @@ class ActorSystem:
                     False,
                 )
             )
+            return
+        placement = self.placement
+        if placement is not None and not kr.local and not placement.is_local(kr.name, old._a_key):
+            self._hand_over(old)  # its shard left this node while it was failing
             return
         self.restarts += 1
         self._call_on_stop(old)

@@ -201,6 +201,14 @@ class TimerService:
                 if entry is not None:
                     entry.cancelled = True
 
+    def cancel_where(self, pick: Callable[[str, str], bool]) -> int:
+        """Cancel every keyed timer, durable or not, of the actors ``pick(kind, key)``
+        chooses (their shard left this node). A scan of all timers: for rare events."""
+        doomed = [tkey for tkey in self._by_key if pick(tkey[0], tkey[1])]
+        for kind, key, name in doomed:
+            self.cancel(kind, key, name)
+        return len(doomed)
+
     def get(self, kind: str, key: str, name: str) -> TimerEntry | None:
         return self._by_key.get((kind, key, name))
 
