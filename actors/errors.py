@@ -13,6 +13,8 @@ and re-raised as one of these with ``raise ... from``.
     ├── ActorFailed           the handler kept failing; the message went to dead letters
     │                         (retryable: a later attempt may find the actor healthy)
     ├── CommitFailed          the turn's commit failed; state was rolled back (retryable)
+    ├── CodecError            a message for another node could not be encoded or decoded
+    ├── NotLocal              the actor's shard is held by another node (retryable)
     ├── JournalError
     │   ├── SequenceConflict  another writer appended to the same actor first
     │   └── JournalUnavailable  the store could not be reached or written (retryable)
@@ -34,12 +36,14 @@ __all__ = [
     "ActorStopped",
     "ActorsError",
     "AskTimeout",
+    "CodecError",
     "CommitFailed",
     "ConnectionClosed",
     "DeadlineExceeded",
     "JournalError",
     "JournalUnavailable",
     "NoResponders",
+    "NotLocal",
     "NotPermitted",
     "Overloaded",
     "RequestTimeout",

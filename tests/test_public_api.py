@@ -26,6 +26,7 @@ EXPECTED = {
     "JournalError",
     "JournalUnavailable",
     "NoResponders",
+    "NotLocal",
     "NotPermitted",
     "OutboxEntry",
     "OutboxSink",
