@@ -158,6 +158,7 @@ class PersistenceDriver:
         self._max_batch = max_batch
         self._pipeline = max(1, pipeline)
         self._pending: list[_Staged] = []
+        self._group: list[_Staged] = []  # being written
         self._writing = 0
         self._wake_writer = anyio.Event()
         self._to_recover: list[PersistentActor] = []
@@ -357,7 +358,7 @@ class PersistenceDriver:
                 self._wake_writer = anyio.Event()
                 await self._wake_writer.wait()
                 continue
-            group = self._pending[: self._max_batch]
+            group = self._group = self._pending[: self._max_batch]
             del self._pending[: self._max_batch]
             self._writing = len(group)
             started = perf_counter()
@@ -365,11 +366,13 @@ class PersistenceDriver:
             if placement is not None:
                 # Fencing: a shard whose lease this node no longer holds is not written
                 # for, even by a turn staged before the loss (see actors.cluster.leases).
-                fenced = [s for s in group if not placement.is_local(s.request.kind, s.request.key)]
+                fenced = [
+                    s for s in group if not placement.may_write(s.request.kind, s.request.key)
+                ]
                 if fenced:
                     for staged in fenced:
                         self._commit_failed(staged, NotLocal("the shard moved to another node"))
-                    group = [s for s in group if s not in fenced]
+                    group = self._group = [s for s in group if s not in fenced]
                     if not group:
                         self._writing = 0
                         continue
@@ -382,6 +385,7 @@ class PersistenceDriver:
                 results = [JournalUnavailable(repr(exc))] * len(group)
             finally:
                 self._writing = 0
+                self._group = []
             self.commits += 1
             self.last_batch = len(group)
             self.commit_seconds.observe(perf_counter() - started)
@@ -393,6 +397,11 @@ class PersistenceDriver:
                     self._committed(staged)
                 else:
                     self._commit_failed(staged, result)
+
+    def in_flight(self, pick: Callable[[str, str], bool]) -> bool:
+        """Whether a commit of an actor ``pick(kind, key)`` chooses is queued or being
+        written."""
+        return any(pick(s.request.kind, s.request.key) for s in (*self._pending, *self._group))
 
     def _committed(self, staged: _Staged) -> None:
         system = self._system

@@ -34,6 +34,11 @@ class Placement(Protocol):
         """True when this node may run ``(kind, key)`` now (it holds the shard's lease)."""
         ...
 
+    def may_write(self, kind: str, key: str) -> bool:
+        """True while this node may still write the actor's journal: it holds the lease
+        (even while handing the shard over, so commits already sent can land)."""
+        ...
+
     def send(
         self,
         kind: str,

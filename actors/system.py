@@ -519,6 +519,11 @@ class ActorSystem:
         if not committing:
             self._call_on_stop(actor)
 
+    def commits_in_flight(self, here: Callable[[str, str], bool]) -> bool:
+        """Whether commits of actors ``here(kind, key)`` picks are still queued or being
+        written (a shard being handed over waits for them)."""
+        return self.persistence is not None and self.persistence.in_flight(here)
+
     async def arm_deadlines(self, here: Callable[[str, str], bool]) -> int:
         """Arm the stored deadlines of the actors for which ``here(kind, key)`` is true
         (a shard this node has just taken). Returns how many were armed."""

@@ -23,6 +23,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     prefix: str = "iceshop"
     journal: Literal["sqlite", "jetstream"] = "sqlite"
     shards: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    #: With the JetStream journal (a cluster): a shard's lease lapses for the other nodes
+    #: when its owner has not renewed it for this long (the owner stops half a second
+    #: sooner); a lost node's shards serve again after about this long.
+    lease_ttl_s: Annotated[float, msgspec.Meta(ge=1.0, le=60.0)] = 3.0
+    #: How often a node renews its leases and heartbeat (below lease_ttl_s - 0.5).
+    lease_heartbeat_s: Annotated[float, msgspec.Meta(gt=0, le=20.0)] = 0.75
     #: Time from a window's proposal to its activation.
     window_lead_s: Seconds = 60.0
     window_duration_s: Seconds = 900.0

@@ -1,5 +1,5 @@
-"""Settings a node cannot honour are refused at start, naming the key: a journal not
-built yet, and authentication on without any key to verify a token with."""
+"""Settings a node cannot honour are refused at start, naming the key: leases renewed
+too seldom to stay valid, and authentication on without any key to verify a token with."""
 
 from __future__ import annotations
 
@@ -16,7 +16,15 @@ pytestmark = pytest.mark.integration
 @pytest.mark.parametrize(
     ("env", "key"),
     [
-        ({"ICESHOP_JOURNAL": "jetstream", "ICESHOP_AUTH": "off"}, "journal"),
+        (
+            {
+                "ICESHOP_JOURNAL": "jetstream",
+                "ICESHOP_AUTH": "off",
+                "ICESHOP_LEASE_TTL_S": "2",
+                "ICESHOP_LEASE_HEARTBEAT_S": "1.5",
+            },
+            "lease_heartbeat_s",
+        ),
         ({"ICESHOP_AUTH": "on"}, "auth"),  # the data directory has no auth/keys
     ],
 )

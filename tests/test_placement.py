@@ -95,6 +95,9 @@ class _Placement:
     def is_local(self, kind: str, key: str) -> bool:
         return self.owners.owner.get(key, "a") == self.node
 
+    def may_write(self, kind: str, key: str) -> bool:
+        return self.is_local(kind, key)
+
     def send(
         self,
         kind: str,

@@ -97,8 +97,14 @@ class NodeAuth:
         return self.gate.required
 
     def register(self, system: ActorSystem) -> None:
+        """The API key actor fills this node's registry from the journal, so in a cluster
+        every node runs its own (a local kind): keys are read everywhere; writes from two
+        nodes at once are kept apart by the journal's sequence check (one is refused as
+        retryable and its actor reloads)."""
         settings, registry = self.settings, self.apikeys
-        system.register(APIKEY_KIND, lambda: ApiKeyActor(settings, registry), cls=ApiKeyActor)
+        system.register(
+            APIKEY_KIND, lambda: ApiKeyActor(settings, registry), cls=ApiKeyActor, local=True
+        )
 
     async def load_api_keys(self, system: ActorSystem, timeout: float = 30.0) -> int:  # noqa: ASYNC109
         """Recover the ``apikey`` actor, which fills the registry; how many keys."""

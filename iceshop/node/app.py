@@ -13,6 +13,14 @@
                                     readmodel_projector = "external")
     cluster.status  (this node owns every shard in single-node mode)
     events.demand.*.updated ──► campaign (singleton) ──► proposals, windows
+
+With ``journal = "jetstream"`` the node is one member of a cluster (``actors.cluster``):
+it holds leases on shards in the KV bucket ICESHOP_SHARDS, runs only its shards' actors,
+journals into the replicated stream ICESHOP_JOURNAL, and sends messages for actors it
+does not run to their owner over ``<prefix>.internal.nodes.<node id>``. Every node
+subscribes the command subjects in one queue group, so a request reaches one node,
+which serves it or passes it on; the campaign, one actor, runs wherever its shard is.
+See docs/cluster.md.
     GET /metrics (Prometheus, when metrics_port is set); $SRV.PING|INFO|STATS.iceshop
     (NATS service discovery): see iceshop.observability
 
@@ -41,7 +49,9 @@ import structlog
 from anyio.abc import TaskGroup
 
 from actors import ActorSystem, Clock, RealClock, TransportError
-from actors.journal import SqliteJournal
+from actors.cluster import shard_of
+from actors.cluster.member import ClusterMember
+from actors.journal import JetStreamJournal, Journal, SqliteJournal
 from actors.nats import JetStreamOutbox, Msg, NatsBinding, NatsTransport
 from actors.tracing import Tracer
 from iceshop.audit import AUDIT_STREAM, ensure_audit_stream
@@ -52,6 +62,7 @@ from iceshop.buyer.directory import KnownBuyers
 from iceshop.campaign import CampaignActor
 from iceshop.connection import nats_transport
 from iceshop.decision import DecisionActor
+from iceshop.node.messages import shop_codec
 from iceshop.node.routing import check_command, encode_reply, make_route
 from iceshop.notify import Notifier, start_notifier
 from iceshop.observability import ShopCounters, node_version
@@ -61,6 +72,7 @@ from iceshop.observability.metrics import NodeMetrics
 from iceshop.product import ProductActor
 from iceshop.protocol import DemandSignal, Evaluate
 from iceshop.readmodel import Projector, ReadModel, list_windows
+from iceshop.readmodel.projector import DEFAULT_DURABLE
 from iceshop.seller import SellerActor
 from iceshop.settings import Settings
 from iceshop.window import WindowActor
@@ -84,6 +96,12 @@ __all__ = ["NOTIFICATION_STREAM", "READMODEL_FILE", "ShopNode"]
 log = structlog.get_logger("iceshop.node")
 
 NOTIFICATION_STREAM = "ICESHOP_NOTIFICATIONS"
+#: The cluster journal (``journal = "jetstream"``) and the bucket of shard leases.
+JOURNAL_STREAM = "ICESHOP_JOURNAL"
+LEASE_BUCKET = "ICESHOP_SHARDS"
+#: The queue group of every node's command subscriptions: one node gets each request.
+NODES_QUEUE = "iceshop-nodes"
+CAMPAIGN = ("campaign", "main")
 #: The read model's file in the data directory (shared with ``iceshop projector``).
 READMODEL_FILE = "readmodel.db"
 
@@ -112,6 +130,8 @@ class ShopNode:
         self.projector: Projector | None = None
         self.auth: NodeAuth | None = None
         self.notifier: Notifier | None = None
+        #: This node's part in a cluster (``journal = "jetstream"``), else None.
+        self.member: ClusterMember | None = None
         #: Joins and notifications by outcome; read by ``metrics`` (see observability).
         self.counters = ShopCounters()
         #: Buyers known to be registered, shared by this node's buyer and window actors.
@@ -129,10 +149,13 @@ class ShopNode:
     async def __aenter__(self) -> Self:
         settings = self.settings
         prefix = settings.prefix
-        if settings.journal != "sqlite":
+        if (
+            settings.journal == "jetstream"
+            and settings.lease_heartbeat_s >= settings.lease_ttl_s - 0.5
+        ):
             raise ShopError.invalid(
-                "journal: only 'sqlite' is available in this version (the JetStream journal "
-                "arrives with scale-out)"
+                "lease_heartbeat_s: must be below lease_ttl_s - 0.5 "
+                f"({settings.lease_ttl_s - 0.5:g}), or leases lapse between renewals"
             )
         # Before anything starts: a node that could authenticate no one refuses to.
         self.auth = auth = await NodeAuth.create(settings, self.data_dir, self.clock)
@@ -165,24 +188,59 @@ class ShopNode:
             await self.readmodel.open()
             stack.push_async_callback(self.readmodel.close)
 
+            journal: Journal
+            member = None
+            if settings.journal == "jetstream":
+                member = self.member = ClusterMember(
+                    transport,
+                    node_id=self.node_id,
+                    shards=settings.shards,
+                    bucket=LEASE_BUCKET,
+                    subject_prefix=f"{prefix}.internal.nodes",
+                    codec=shop_codec(),
+                    clock=self.clock,
+                    replicas=settings.stream_replicas,
+                    ttl=settings.lease_ttl_s,
+                    heartbeat=settings.lease_heartbeat_s,
+                    on_owned=self._on_owned,
+                )
+                journal = JetStreamJournal(
+                    transport,
+                    stream=JOURNAL_STREAM,
+                    prefix=f"{prefix}.journal",
+                    replicas=settings.stream_replicas,
+                )
+            else:
+                journal = SqliteJournal(self.data_dir / "journal.db")
             system = ActorSystem(
                 clock=self.clock,
-                journal=SqliteJournal(self.data_dir / "journal.db"),
+                journal=journal,
                 outbox_sink=outbox,
                 node_id=self.node_id,
                 tracer=self.tracer,
+                placement=None if member is None else member.placement,
             )
             self._register(system)
             self.system = await stack.enter_async_context(system)
             self.started_at = self.clock.time()
-            await auth.load_api_keys(system)
 
             tg = await stack.enter_async_context(anyio.create_task_group())
             self._tg = tg
             stack.callback(tg.cancel_scope.cancel)
+            if member is not None:
+                member.attach(system)
+                member.leases.add_listener(self._count_shards)
+                await tg.start(member.run)
+                # Left before the task group is cancelled: shards are handed over while
+                # the messenger still runs (the subscriptions have stopped by then).
+                stack.push_async_callback(member.leave)
+            await auth.load_api_keys(system)
             if not external:
+                # Every node keeps its own read model, so in a cluster each needs its own
+                # consumer (a shared one would give each node part of the events).
+                durable = DEFAULT_DURABLE if member is None else f"{DEFAULT_DURABLE}-{self.node_id}"
                 self.projector = Projector(
-                    transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix
+                    transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix, durable=durable
                 )
                 tg.start_soon(self.projector.run)
             if settings.notifier == "node":  # "external": `iceshop notifier` processes
@@ -190,7 +248,8 @@ class ShopNode:
                 self.metrics.notifier = self.notifier
 
             self.metrics.system, self.metrics.readmodel = system, self.readmodel
-            self.metrics.shards_owned = settings.shards  # single node: every shard
+            if member is None:
+                self.metrics.shards_owned = settings.shards  # single node: every shard
             if settings.metrics_port:
                 endpoint = MetricsEndpoint(self.metrics.scrape)
                 self.metrics_port = await tg.start(
@@ -202,7 +261,9 @@ class ShopNode:
                 tg.start_soon(auth.watch_keys)
                 await transport.subscribe(f"{prefix}.events.apikey.*.revoked", auth.on_key_event)
             await self._serve(binding)
-            await transport.subscribe(f"{prefix}.events.demand.*.updated", self._on_demand)
+            await transport.subscribe(
+                f"{prefix}.events.demand.*.updated", self._on_demand, queue=NODES_QUEUE
+            )
             await announce(
                 stack,
                 transport,
@@ -211,7 +272,8 @@ class ShopNode:
                 version=self.metrics.version,
                 stats=lambda: None if self.system is None else self.system.stats(),
             )
-            system.ref("campaign", "main").tell(Evaluate())
+            if member is None:
+                system.ref(*CAMPAIGN).tell(Evaluate())
             await transport.flush()
         except BaseException:
             await stack.aclose()
@@ -298,16 +360,28 @@ class ShopNode:
             ("decision", "decisions.*.get", ["decisions"], "decision_id"),
         ):
             route = make_route(head, key_name, clock, gate)
-            await binding.serve(kind, f"{p}.{subject}", route, encode_reply)
+            await binding.serve(kind, f"{p}.{subject}", route, encode_reply, queue=NODES_QUEUE)
         # Every API key lives in one actor; the key id travels in Request.ids.
         await binding.serve(
             APIKEY_KIND,
             f"{p}.admin.apikeys.*.>",
             make_route(["admin", "apikeys"], "key_id", clock, gate, key=REGISTRY_KEY),
             encode_reply,
+            queue=NODES_QUEUE,
         )
-        await binding.serve_handler(f"{p}.windows.list", self._list_windows)
-        await binding.serve_handler(f"{p}.cluster.status", self._cluster_status)
+        await binding.serve_handler(f"{p}.windows.list", self._list_windows, queue=NODES_QUEUE)
+        await binding.serve_handler(f"{p}.cluster.status", self._cluster_status, queue=NODES_QUEUE)
+
+    def _on_owned(self, shards: frozenset[int]) -> None:
+        """Shards started serving here: if the campaign's is one, wake it (its interval
+        timer lives in memory, so a new owner starts it)."""
+        system = self.system
+        if system is not None and shard_of(*CAMPAIGN, self.settings.shards) in shards:
+            system.ref(*CAMPAIGN).tell(Evaluate())
+
+    def _count_shards(self) -> None:
+        if self.member is not None:
+            self.metrics.shards_owned = len(self.member.leases.owned())
 
     async def _on_demand(self, msg: Msg) -> None:
         """Demand events, as any subscriber sees them, become the campaign's signals."""
@@ -342,6 +416,24 @@ class ShopNode:
             check_command(self.auth.gate, CommandKind.CLUSTER_STATUS, headers, payload)
         except ShopError as exc:
             return encode_error(exc)
+        if self.member is not None:
+            view = self.member.leases.view()
+            return encode_ok(
+                ClusterStatusReply(
+                    nodes=[
+                        NodeStatus(n.node_id, format_time(n.started_at), list(n.shards))
+                        for n in view.nodes
+                    ],
+                    shards=[
+                        ShardStatus(
+                            s.shard,
+                            s.owner,
+                            None if s.lease_age_s is None else round(s.lease_age_s, 3),
+                        )
+                        for s in view.shards
+                    ],
+                )
+            )
         shards = list(range(self.settings.shards))
         age = max(0.0, self.clock.time() - self.started_at)
         return encode_ok(

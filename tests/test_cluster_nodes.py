@@ -1,0 +1,149 @@
+"""Two shop nodes sharing the actors through one NATS server (``journal = "jetstream"``).
+
+They split the shards between them; a request reaches one of them (a queue group) and is
+served where its actor lives; windows created from either node live on one node only;
+``cluster.status`` shows both; a node that leaves hands its shards over and the other
+serves them from the replicated journal, with every reservation kept.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import anyio
+import pytest
+
+from actors.nats import NatsServer, NatsTransport
+from iceshop.node import ShopNode
+from iceshop.protocol import CreateWindow
+from iceshop.settings import Settings
+from tests.shop_client import Client
+
+pytestmark = [pytest.mark.anyio, pytest.mark.integration]
+
+SHARDS = 8
+
+
+def settings(url: str, tmp_path: Path, node_id: str) -> Settings:
+    return Settings(
+        nats_url=url,
+        data_dir=str(tmp_path / node_id),
+        node_id=node_id,
+        auth="off",
+        journal="jetstream",
+        shards=SHARDS,
+        lease_ttl_s=2.0,
+        lease_heartbeat_s=0.25,
+        campaign_interval_s=3600,
+        window_max_per_buyer=1,
+        window_min_participants=1,
+    )
+
+
+async def until(check: Any, timeout: float = 15.0) -> Any:  # noqa: ASYNC109
+    with anyio.fail_after(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await anyio.sleep(0.05)
+
+
+async def shards_of(client: Client) -> dict[str, list[int]]:
+    reply = await client.call("cluster.status")
+    assert reply["ok"] is True, reply
+    return {n["node_id"]: n["shards"] for n in reply["data"]["nodes"]}
+
+
+@contextlib.asynccontextmanager
+async def node(url: str, tmp_path: Path, node_id: str) -> AsyncIterator[ShopNode]:
+    async with ShopNode(settings(url, tmp_path, node_id)) as n:
+        yield n
+
+
+async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> None:
+    with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
+        async with NatsTransport(server.url) as t, node(server.url, tmp_path, "n1") as n1:
+            client = Client(t)
+            async with node(server.url, tmp_path, "n2") as n2:
+
+                async def split() -> bool:
+                    owned = await shards_of(client)
+                    return (
+                        set(owned) == {"n1", "n2"}
+                        and all(owned.values())
+                        and sum(len(s) for s in owned.values()) == SHARDS
+                    )
+
+                await until(split)
+                for i in range(5):
+                    assert (
+                        await client.call(
+                            f"buyers.B{i}.register", {"name": f"B{i}", "phone": f"+90555000000{i}"}
+                        )
+                    )["ok"] is True
+                now = n1.clock.time()
+                windows = [f"W{i}" for i in range(6)]
+                for i, window_id in enumerate(windows):
+                    creator = (n1, n2)[i % 2]
+                    assert creator.system is not None
+                    await creator.system.ref("window", window_id).ask(
+                        CreateWindow(
+                            product_id="P1",
+                            seller_id="S1",
+                            decision_id=None,
+                            unit_price_minor=500,
+                            currency="TRY",
+                            quantity_total=3,
+                            min_participants=1,
+                            max_per_buyer=1,
+                            activates_at=now - 1.0,
+                            expires_at=now + 600.0,
+                        ),
+                        timeout=10.0,
+                    )
+
+                async def active(window_id: str) -> bool:
+                    reply = await client.call(f"windows.{window_id}.get")
+                    return bool(reply["ok"] and reply["data"]["state"] == "active")
+
+                for window_id in windows:
+                    await until(lambda w=window_id: active(w))
+                accepted: dict[str, int] = {}
+                for window_id in windows:
+                    for b in range(5):
+                        reply = await client.call(
+                            f"windows.{window_id}.join",
+                            {"join_id": f"J-{window_id}-{b}", "buyer_id": f"B{b}"},
+                        )
+                        if reply["ok"]:
+                            accepted[window_id] = accepted.get(window_id, 0) + 1
+                        else:
+                            assert reply["error"]["code"] == "sold_out", reply
+                assert accepted == {w: 3 for w in windows}
+                # each window runs on exactly one node
+                for window_id in windows:
+                    assert [
+                        n.node_id
+                        for n in (n1, n2)
+                        if n.system and n.system.is_active("window", window_id)
+                    ] in (["n1"], ["n2"])
+
+            # n2 has left: n1 serves every shard, from the replicated journal
+            async def alone() -> bool:
+                owned = await shards_of(client)
+                return set(owned) == {"n1"} and len(owned["n1"]) == SHARDS
+
+            await until(alone)
+            for window_id in windows:
+                reply = await client.call(f"windows.{window_id}.get")
+                assert reply["ok"] is True, reply
+                assert reply["data"]["quantity_reserved"] == 3, reply
+            again = await client.call(
+                f"windows.{windows[0]}.join", {"join_id": f"J-{windows[0]}-0", "buyer_id": "B0"}
+            )
+            # the same answer as before the hand-over (sold out: the window closed, confirmed)
+            assert again["ok"] is True and again["data"]["status"] == "confirmed", again
