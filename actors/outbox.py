@@ -104,6 +104,14 @@ class OutboxRelay:
             self._queue.extend(entries)
         self._wake.set()
 
+    def drain_soon(self) -> None:
+        """Read the journal's pending entries again soon: in a cluster the journal is
+        shared, and a node that died may have left committed entries unpublished (the
+        node that takes its shards calls this)."""
+        if self._journal is not None:
+            self._spilled = True
+            self._wake.set()
+
     @property
     def busy(self) -> bool:
         return (

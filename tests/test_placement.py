@@ -5,7 +5,7 @@ carrier is tested in test_cluster_remote.py."""
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -15,7 +15,7 @@ from actors import ActorSystem, CommitFailed, PersistentActor
 from actors.actor import Actor
 from actors.clock import VirtualClock
 from actors.envelope import Reply
-from actors.journal import MemoryJournal
+from actors.journal import MemoryJournal, OutboxEntry, WriteRequest
 from actors.persistent import DeadlineFired
 from actors.testkit import advance_to, settle
 
@@ -184,3 +184,37 @@ async def test_a_node_that_lost_the_shard_does_not_write_for_it() -> None:
         assert recovery.seq == 1
         assert not a.is_active("counter", "c1")  # not rebuilt on A
         assert await a.ref("counter", "c1").ask(Get()) == ("b", 1)
+
+
+class Sink:
+    def __init__(self) -> None:
+        self.published: list[str] = []
+
+    async def publish(self, entries: Sequence[OutboxEntry]) -> None:
+        self.published.extend(e.id for e in entries)
+
+
+async def test_the_node_taking_a_shard_publishes_what_a_dead_owner_left_in_the_outbox() -> None:
+    journal = MemoryJournal()
+    sink = Sink()
+    system = ActorSystem(clock=VirtualClock(), journal=journal, outbox_sink=sink)
+    async with system:
+        await settle(system)
+        # another node committed this and died before publishing it
+        await journal.write(
+            [
+                WriteRequest(
+                    "counter",
+                    "c9",
+                    0,
+                    events=[b"x"],
+                    outbox=[OutboxEntry("e-1", "events.c9", b"{}")],
+                )
+            ]
+        )
+        await settle(system)
+        assert sink.published == []  # nobody looks at the shared journal unasked
+        system.outbox.drain_soon()
+        await settle(system)
+        assert sink.published == ["e-1"]
+        assert await journal.outbox() == []

@@ -188,6 +188,8 @@ class ClusterMember:
         if system is None:
             return
         armed = await system.arm_deadlines(self.placement.pick(shards))
+        # Entries a dead owner committed but did not publish are in the shared journal.
+        system.outbox.drain_soon()
         _log.info("shards taken", node=self.node_id, shards=len(shards), deadlines=armed)
 
     def _lost(self, shards: frozenset[int]) -> None:
