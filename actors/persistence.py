@@ -367,7 +367,10 @@ class PersistenceDriver:
                 # Fencing: a shard whose lease this node no longer holds is not written
                 # for, even by a turn staged before the loss (see actors.cluster.leases).
                 fenced = [
-                    s for s in group if not placement.may_write(s.request.kind, s.request.key)
+                    s
+                    for s in group
+                    if not s.actor._a_kind.local
+                    and not placement.may_write(s.request.kind, s.request.key)
                 ]
                 if fenced:
                     for staged in fenced:
@@ -479,8 +482,19 @@ class PersistenceDriver:
             )
             for fire in each.fired:
                 system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
+        placement = system.placement
+        if actor._a_state == STOPPED and placement is not None and not actor._a_kind.local:
+            # Handed over already: the tells it had not stored follow its other mail.
+            kind_name, key = actor._a_kind.name, actor._a_key
+            for item in again:
+                if type(item) is Envelope:
+                    placement.send(kind_name, key, item.message, None, item.headers, None)
+                else:
+                    placement.send(kind_name, key, item, None, None, None)
+            again = []
         requeue_front(actor, again)
         if type(error) is NotLocal and actor._a_state != STOPPED:
+            actor._a_state = READY  # nothing of it is in flight any more
             system._hand_over(actor)  # fenced: its mail goes on to the shard's new owner
         elif actor._a_state in (ActorState.COMMITTING, READY):
             system._restart_later(actor, error)
@@ -541,6 +555,27 @@ class PersistenceDriver:
         system._started(actor)
 
     # -- node start: every durable deadline --------------------------------------------
+
+    async def load_deadlines(self, here: Callable[[str, str], bool]) -> list[Deadline]:
+        """Every stored deadline of the actors ``here(kind, key)`` picks."""
+        found: list[Deadline] = []
+        after: tuple[float, str, str, str] | None = None
+        while True:
+            page = await self._journal.deadlines(after, 50_000)
+            if not page:
+                return found
+            found.extend(d for d in page if here(d.kind, d.key))
+            last = page[-1]
+            after = (last.due, last.kind, last.key, last.name)
+
+    def arm_loaded(self, deadlines: list[Deadline]) -> int:
+        clock = self._system.clock
+        now_mono = clock.monotonic()
+        now_wall = clock.time()
+        return self._system.timers.arm_many(
+            TimerEntry(d.kind, d.key, d.name, now_mono + (d.due - now_wall), d.due, True)
+            for d in deadlines
+        )
 
     async def arm_all_deadlines(self, here: Callable[[str, str], bool] | None = None) -> int:
         """Arm every stored deadline, or those of the actors ``here(kind, key)`` picks."""

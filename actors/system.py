@@ -29,7 +29,7 @@ from .clock import Clock, RealClock
 from .dispatcher import Dispatcher, deliver, has_mail, next_envelope, requeue_front
 from .envelope import Envelope, Overflow
 from .errors import ActorFailed, ActorsError, ActorStopped, AskTimeout, NotLocal, Overloaded
-from .journal.base import DeadLetter, Journal
+from .journal.base import DeadLetter, Deadline, Journal
 from .outbox import OutboxRelay, OutboxSink
 from .persistence import DurableFire, PersistenceDriver
 from .persistent import PersistentActor
@@ -493,7 +493,13 @@ class ActorSystem:
                 if here(name, key):
                     self._hand_over(actor)
                     stopped += 1
-        self.timers.cancel_where(lambda kind, key: kind in self._kinds and here(kind, key))
+        kinds = self._kinds
+
+        def placed(kind: str, key: str) -> bool:
+            kr = kinds.get(kind)
+            return kr is not None and not kr.local and not kr.spawned and here(kind, key)
+
+        self.timers.cancel_where(placed)
         return stopped
 
     def _hand_over(self, actor: Actor) -> None:
@@ -525,11 +531,22 @@ class ActorSystem:
         return self.persistence is not None and self.persistence.in_flight(here)
 
     async def arm_deadlines(self, here: Callable[[str, str], bool]) -> int:
-        """Arm the stored deadlines of the actors for which ``here(kind, key)`` is true
-        (a shard this node has just taken). Returns how many were armed."""
+        """Arm the stored deadlines of the actors for which ``here(kind, key)`` is true.
+        Returns how many were armed."""
+        return self.arm_loaded(await self.load_deadlines(here))
+
+    async def load_deadlines(self, here: Callable[[str, str], bool]) -> list[Deadline]:
+        """The stored deadlines of the actors ``here(kind, key)`` picks (a shard being
+        taken: load them first, :meth:`arm_loaded` once the shard serves)."""
+        if self.persistence is None:
+            return []
+        return await self.persistence.load_deadlines(here)
+
+    def arm_loaded(self, deadlines: list[Deadline]) -> int:
+        """Arm deadlines read with :meth:`load_deadlines`; overdue ones fire at once."""
         if self.persistence is None:
             return 0
-        return await self.persistence.arm_all_deadlines(here)
+        return self.persistence.arm_loaded(deadlines)
 
     def _bind(
         self, kr: KindRuntime, key: str, actor: Actor, restarted: BaseException | None = None
@@ -729,6 +746,11 @@ class ActorSystem:
             return
         try:
             actor = self._resolve(kind, entry.key, True)
+        except NotLocal:
+            # Its shard is not held here (any more, or not yet): forget the entry, so the
+            # node that serves the shard (this one too, later) can arm it again.
+            self.timers.cancel(kind, entry.key, entry.name)
+            return
         except ActorsError:
             return  # stopping: durable deadlines stay in the journal for the next start
         if entry.durable:

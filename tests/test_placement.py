@@ -218,3 +218,38 @@ async def test_the_node_taking_a_shard_publishes_what_a_dead_owner_left_in_the_o
         await settle(system)
         assert sink.published == ["e-1"]
         assert await journal.outbox() == []
+
+
+async def test_a_deadline_that_fires_before_its_shard_serves_is_armed_again_later() -> None:
+    owners, a, b, clock = await two_nodes()
+    Counter.fired = []
+    async with a, b:
+        ref = a.ref("counter", "c1")
+        await ref.ask(Ring(clock.time() + 10))
+        owners.owner["c1"] = "nobody"  # a died; b has won the shard but does not serve yet
+        a.relinquish(lambda kind, key: key == "c1")
+        assert await b.arm_deadlines(lambda kind, key: key == "c1") == 1
+        await advance_to(b, clock, clock.monotonic() + 11)
+        assert Counter.fired == []
+        assert b.timers.get("counter", "c1", "ring") is None  # forgotten, not stuck as fired
+        owners.owner["c1"] = "b"  # now it serves: the same deadline arms and fires
+        assert await b.arm_deadlines(lambda kind, key: key == "c1") == 1
+        await advance_to(b, clock, clock.monotonic() + 1)
+        assert Counter.fired == [("b", "c1")]
+
+
+async def test_local_kinds_are_neither_fenced_nor_moved() -> None:
+    clock = VirtualClock()
+    journal = MemoryJournal()
+    owners = Owners()
+    owners.owner["k1"] = "b"
+    system = ActorSystem(clock=clock, journal=journal, placement=owners.placement("a"))
+    system.register("local-counter", lambda: Counter("a"), cls=Counter, local=True)
+    async with system:
+        ref = system.ref("local-counter", "k1")
+        assert await ref.ask(Add(4)) == 4  # stored although the key's shard is b's
+        await ref.ask(Ring(clock.time() + 5))
+        assert system.relinquish(lambda kind, key: True) == 0
+        assert system.timers.get("local-counter", "k1", "ring") is not None
+        (recovery,) = await journal.recover([("local-counter", "k1")])
+        assert recovery.seq == 1 and [d.name for d in recovery.deadlines] == ["ring"]

@@ -308,9 +308,11 @@ class ShardLeases:
             self._check_moved()
             self.rounds += 1
 
-    async def leave(self) -> None:
+    async def leave(self, linger: Callable[[], Awaitable[None]] | None = None) -> None:
         """Hand every shard over (``before_release``, then delete the leases), remove this
-        node's key and stop watching. Idempotent."""
+        node's key and stop watching. ``linger`` is awaited after the leases are deleted
+        and before the watch stops, while the view still follows the new owners (the
+        caller sends on what it holds for them). Idempotent."""
         async with self._lock:
             if self._closed:
                 return
@@ -321,6 +323,10 @@ class ShardLeases:
                 return
             try:
                 await self._release(kv, frozenset(self._held))
+                self._held.clear()
+                self._check_moved()
+                if linger is not None:
+                    await linger()
             finally:
                 self._held.clear()
                 with anyio.CancelScope(shield=True):
@@ -552,14 +558,20 @@ class ShardLeases:
         if self._on_acquired is not None:
             try:
                 await self._on_acquired(acquired)
-            except BaseException:
+            except BaseException as exc:
                 # Not taken after all: give them back so nobody waits for a lapse.
                 revisions = {s: h.revision for s, h in won.items() if self._held.get(s) is h}
                 for shard in revisions:
                     del self._held[shard]
                 with anyio.CancelScope(shield=True):
                     await self._delete_leases(kv, revisions)
-                raise
+                if not isinstance(exc, Exception):
+                    raise
+                # A failure to prepare the shards (the journal unreachable for a moment)
+                # is not a reason to leave the cluster: a later round claims them again.
+                self.errors += 1
+                _log.error("shards given back", node=self.node_id, error=repr(exc))
+                return
         for shard, held in won.items():
             if self._held.get(shard) is held:
                 self._held[shard] = _Held(held.revision, held.valid_until, ready=True)

@@ -14,7 +14,11 @@
   sent land, and only then gives up the lease, so the next owner reads everything.
 
 Messages for a shard in hand-over wait in the messenger (bounded, until their deadline)
-and go out when the view names the new owner.
+and go out when the view names the new owner. Messages that reach this node for a shard
+it has won but not finished taking (its deadlines are being read) wait here, bounded,
+and are delivered as soon as the shard serves. A leaving node keeps carrying messages
+(what it forwarded, and the replies it relays) until the new owners are known and
+nothing waits for an answer, bounded by one lease TTL and a heartbeat.
 """
 
 from __future__ import annotations
@@ -29,6 +33,7 @@ from anyio.abc import TaskStatus
 from ..clock import Clock
 from ..envelope import Reply
 from ..errors import ActorsError, NotLocal
+from ..journal.base import Deadline
 from ..nats.transport import NatsTransport
 from ..system import ActorSystem
 from .codec import MessageCodec
@@ -40,8 +45,8 @@ __all__ = ["ClusterMember", "ShardPlacement"]
 
 _log = structlog.get_logger(__name__)
 
-#: How long a hand-over waits for the shard's commits already sent.
-HANDOVER_COMMITS_S = 2.0
+#: Messages held for shards being taken (beyond: answered "moved", the sender retries).
+MAX_HELD = 10_000
 
 
 class ShardPlacement:
@@ -146,6 +151,12 @@ class ClusterMember:
         #: Called (synchronously) with the shards that started serving here.
         self.on_owned = on_owned
         self._serving: frozenset[int] = frozenset()
+        #: Shards won but not serving yet: their deadlines, loaded, armed once they serve.
+        self._taking: dict[int, list[Deadline]] = {}
+        self._held: list[tuple[int, str, str, Any, Reply | None, Any, float | None]] = []
+        # A hand-over must end (leases deleted) before the node's other leases lapse.
+        self._handover_s = max(0.1, min(2.0, (ttl - margin - heartbeat) / 2))
+        self._linger_s = ttl + heartbeat
         self.leases.add_listener(self._changed)
 
     @property
@@ -178,8 +189,17 @@ class ClusterMember:
             task_status.started()
 
     async def leave(self) -> None:
-        """Hand every shard over (their commits land first) and leave the bucket."""
-        await self.leases.leave()
+        """Hand every shard over (their commits land first), carry what waits for the new
+        owners, and leave the bucket."""
+        await self.leases.leave(self._linger)
+
+    async def _linger(self) -> None:
+        messenger = self.messenger
+        if messenger is None:
+            return
+        with anyio.move_on_after(self._linger_s):
+            while messenger.parked or messenger.pending:  # noqa: ASYNC110 - leaving only
+                await anyio.sleep(0.01)
 
     # -- lease callbacks ----------------------------------------------------------------
 
@@ -187,12 +207,30 @@ class ClusterMember:
         system = self.system
         if system is None:
             return
-        armed = await system.arm_deadlines(self.placement.pick(shards))
+        for shard in shards:
+            self._taking[shard] = []
+        try:
+            # Read now, armed when the shards serve (_changed): a deadline that fired
+            # before then would find its actor not local yet.
+            loaded = await system.load_deadlines(self.placement.pick(shards))
+        except BaseException:
+            for shard in shards:
+                self._taking.pop(shard, None)
+            self._release_held(shards)
+            raise
+        n = self.placement.shards
+        for d in loaded:
+            taking = self._taking.get(shard_of(d.kind, d.key, n))
+            if taking is not None:
+                taking.append(d)
         # Entries a dead owner committed but did not publish are in the shared journal.
         system.outbox.drain_soon()
-        _log.info("shards taken", node=self.node_id, shards=len(shards), deadlines=armed)
+        _log.info("shards taken", node=self.node_id, shards=len(shards), deadlines=len(loaded))
 
     def _lost(self, shards: frozenset[int]) -> None:
+        for shard in shards:
+            self._taking.pop(shard, None)
+        self._release_held(shards)
         system = self.system
         if system is not None:
             stopped = system.relinquish(self.placement.pick(shards))
@@ -207,7 +245,7 @@ class ClusterMember:
             return
         pick = placement.pick(shards)
         stopped = system.relinquish(pick)
-        with anyio.move_on_after(HANDOVER_COMMITS_S):
+        with anyio.move_on_after(self._handover_s):
             while system.commits_in_flight(pick):  # noqa: ASYNC110 - shutdown path only
                 await anyio.sleep(0.005)
         _log.info("shards handed over", node=self.node_id, shards=len(shards), actors=stopped)
@@ -220,6 +258,12 @@ class ClusterMember:
         serving = owned - placement.releasing
         new = serving - self._serving
         self._serving = serving
+        system = self.system
+        if new and system is not None:
+            deadlines = [d for shard in new for d in self._taking.pop(shard, ())]
+            if deadlines:
+                system.arm_loaded(deadlines)
+            self._deliver_held(new)
         if self.messenger is not None:
             self.messenger.owners_changed()
         if new and self.on_owned is not None:
@@ -242,5 +286,40 @@ class ClusterMember:
             raise NotLocal("this node is not serving yet")
         kr = system.kind(kind)
         if not kr.local and not self.placement.is_local(kind, key):
-            raise NotLocal(f"{kind}/{key}: shard {self.placement.shard(kind, key)} is not here")
+            shard = self.placement.shard(kind, key)
+            if shard in self._taking and len(self._held) < MAX_HELD:
+                # Won, not serving yet: the sender's view already names this node.
+                self._held.append((shard, kind, key, message, reply_to, headers, deadline))
+                return
+            raise NotLocal(f"{kind}/{key}: shard {shard} is not here")
         system.ref(kind, key).tell(message, reply_to=reply_to, headers=headers, deadline=deadline)
+
+    def _deliver_held(self, shards: frozenset[int]) -> None:
+        system = self.system
+        if not self._held or system is None:
+            return
+        keep = []
+        for item in self._held:
+            if item[0] in shards:
+                _, kind, key, message, reply_to, headers, deadline = item
+                try:
+                    system.ref(kind, key).tell(
+                        message, reply_to=reply_to, headers=headers, deadline=deadline
+                    )
+                except ActorsError as exc:
+                    if reply_to is not None:
+                        reply_to(exc)
+            else:
+                keep.append(item)
+        self._held = keep
+
+    def _release_held(self, shards: frozenset[int]) -> None:
+        """Shards that will not serve here after all: what waited for them is sent on."""
+        keep = []
+        for item in self._held:
+            if item[0] in shards:
+                _, kind, key, message, reply_to, headers, deadline = item
+                self.placement.send(kind, key, message, reply_to, headers, deadline)
+            else:
+                keep.append(item)
+        self._held = keep

@@ -403,7 +403,8 @@ class RemoteMessenger:
                 continue
             owner = self._locate(msg.kind, msg.key)
             if owner is None:
-                self._parked[next(self._cids)] = msg  # stays parked, in order
+                msg.cid = next(self._cids)
+                self._parked[msg.cid] = msg  # stays parked, in order
                 continue
             self.stats.retried += 1
             msg.attempts = 0
