@@ -147,3 +147,77 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
             )
             # the same answer as before the hand-over (sold out: the window closed, confirmed)
             assert again["ok"] is True and again["data"]["status"] == "confirmed", again
+
+
+async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -> None:
+    """Joins keep coming while n2 hands its shards over: each gets its real answer (none
+    is dropped with the mail n2 forwarded, or left waiting for a shard in hand-over)."""
+    buyers = 40
+    windows = [f"W{i}" for i in range(8)]
+    outcomes: dict[str, list[str]] = {w: [] for w in windows}
+    with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
+        async with NatsTransport(server.url) as t, node(server.url, tmp_path, "n1") as n1:
+            client = Client(t)
+            left = anyio.Event()
+
+            async def crowd(window_id: str) -> None:
+                for b in range(buyers):
+                    reply = await client.call(
+                        f"windows.{window_id}.join",
+                        {"join_id": f"J-{window_id}-{b}", "buyer_id": f"B{b}"},
+                        timeout=15.0,
+                    )
+                    outcomes[window_id].append(
+                        "ok"
+                        if reply["ok"]
+                        else f"{reply['error']['code']}: {reply['error']['message']}"
+                    )
+                    if b == buyers // 4:
+                        left.set()  # n2 leaves while the rest is sent
+
+            # n2 leaves (inner context) while the crowds (the task group) go on
+            async with anyio.create_task_group() as tg, node(server.url, tmp_path, "n2") as n2:
+
+                async def split() -> bool:
+                    owned = await shards_of(client)
+                    return set(owned) == {"n1", "n2"} and all(owned.values())
+
+                await until(split)
+                for b in range(buyers):
+                    reply = await client.call(
+                        f"buyers.B{b}.register", {"name": f"B{b}", "phone": f"+9055500{b:05d}"}
+                    )
+                    assert reply["ok"] is True, reply
+                now = n1.clock.time()
+                assert n2.system is not None
+                for window_id in windows:
+                    await n2.system.ref("window", window_id).ask(
+                        CreateWindow(
+                            product_id="P1",
+                            seller_id="S1",
+                            decision_id=None,
+                            unit_price_minor=500,
+                            currency="TRY",
+                            quantity_total=buyers,
+                            min_participants=1,
+                            max_per_buyer=1,
+                            activates_at=now - 1.0,
+                            expires_at=now + 600.0,
+                        ),
+                        timeout=10.0,
+                    )
+
+                async def active(window_id: str) -> bool:
+                    reply = await client.call(f"windows.{window_id}.get")
+                    return bool(reply["ok"] and reply["data"]["state"] == "active")
+
+                for window_id in windows:
+                    await until(lambda w=window_id: active(w))
+                for window_id in windows:
+                    tg.start_soon(crowd, window_id)
+                await left.wait()
+            for window_id in windows:
+                bad = [(i, o) for i, o in enumerate(outcomes[window_id]) if o != "ok"]
+                assert len(outcomes[window_id]) == buyers and not bad, (window_id, bad)
+                reply = await client.call(f"windows.{window_id}.get")
+                assert reply["data"]["quantity_reserved"] == buyers, reply

@@ -321,22 +321,32 @@ class ShardLeases:
             kv = self._kv
             if kv is None:
                 return
+            gone = False
             try:
                 await self._release(kv, frozenset(self._held))
                 self._held.clear()
+                # The member key goes with the leases: the others' quotas count this
+                # node until it is gone, and they claim its shards only then.
+                gone = await self._delete_node_key(kv)
                 self._check_moved()
                 if linger is not None:
                     await linger()
             finally:
                 self._held.clear()
                 with anyio.CancelScope(shield=True):
-                    try:
-                        await kv.delete(node_key(self.node_id))
-                    except TransportError as exc:
-                        self._failed("delete node key", exc)
+                    if not gone:
+                        await self._delete_node_key(kv)
                     await self._stop_watch()
                 self._check_moved()
             _log.info("left the cluster", node=self.node_id)
+
+    async def _delete_node_key(self, kv: LeaseBucket) -> bool:
+        try:
+            await kv.delete(node_key(self.node_id))
+        except TransportError as exc:
+            self._failed("delete node key", exc)
+            return False
+        return True
 
     async def close(self) -> None:
         """Stop without handing over: the leases lapse for the others after ``ttl``

@@ -210,10 +210,28 @@ class WindowActor(PersistentActor):
         self.w = WindowData.restore(snapshot)
 
     def on_stop(self) -> None:
+        """Joins still waiting for a buyer check go to the window's next incarnation,
+        here or on the node that now holds its shard, with their reply handles: the
+        requester gets the real answer. Only when the node is stopping do they get a
+        retryable ``unavailable``."""
+        waiting = self._room.take_all()
+        if not waiting:
+            return
         gone = ShopError(ErrorCode.UNAVAILABLE, "the window stopped before the join; retry")
-        for item in self._room.take_all():
-            self.counters.count_join(gone)
-            self.respond(item.reply, gone)
+        clock = self.system.clock
+        for item in waiting:
+            deadline = None
+            if item.deadline is not None:
+                deadline = clock.monotonic() + (item.deadline - clock.time())
+            try:
+                self.system.ref("window", self.key).tell(
+                    Request(CommandKind.WINDOW_JOIN, item.join, {}, item.principal),
+                    reply_to=item.reply,
+                    deadline=deadline,
+                )
+            except ActorsError:
+                self.counters.count_join(gone)
+                self.respond(item.reply, gone)
 
     # -- dispatch ------------------------------------------------------------------------
 
@@ -254,7 +272,7 @@ class WindowActor(PersistentActor):
         if not w.ended:
             self._catch_up(w)
         if kind == CommandKind.WINDOW_JOIN and type(body) is Join:
-            result = self._join(body, None, None, None)
+            result = self._join(body, None, None, None, request.principal)
             return None if result is _LATER else result
         if kind == CommandKind.WINDOW_LEAVE and type(body) is Leave:
             return self._leave(body)
@@ -388,6 +406,7 @@ class WindowActor(PersistentActor):
         reply: Reply | None,
         deadline: float | None,
         resolved: tuple[str, ShopError | None] | None,
+        principal: Principal | None = None,
     ) -> Any:
         """Decide a join now, or queue it behind a buyer check (``_LATER``). ``reply`` is
         None for a join straight from the mailbox; ``resolved`` is the buyer check that
@@ -397,7 +416,7 @@ class WindowActor(PersistentActor):
         join_id = join.join_id
         key = self._room.queue_of(join_id)
         if key is not None:
-            return self._wait(key, join, reply, deadline)
+            return self._wait(key, join, reply, deadline, principal)
         buyer = join.buyer_id
         prior = w.replay(join_id, buyer, join.quantity)
         if prior is not None:
@@ -406,7 +425,7 @@ class WindowActor(PersistentActor):
             if resolved[1] is not None:
                 return resolved[1]
         elif buyer not in w.held and buyer not in self._verified and buyer not in self.known:
-            return self._wait(buyer, join, reply, deadline)
+            return self._wait(buyer, join, reply, deadline, principal)
         error = w.admission_error(buyer, join.quantity)
         if error is not None:
             return error
@@ -430,7 +449,14 @@ class WindowActor(PersistentActor):
             self._close("sold_out", now)
         return reply
 
-    def _wait(self, key: str, join: Join, reply: Reply | None, deadline: float | None) -> Any:
+    def _wait(
+        self,
+        key: str,
+        join: Join,
+        reply: Reply | None,
+        deadline: float | None,
+        principal: Principal | None,
+    ) -> Any:
         """Queue ``join`` behind the check of buyer ``key`` (starting it if needed)."""
         room = self._room
         if len(room) >= self.max_waiting:
@@ -444,7 +470,7 @@ class WindowActor(PersistentActor):
             deadline = self._header_deadline()
             reply = self.reply_later()
         # Its trace goes with it: it is decided (stored, published) in a later turn.
-        room.add(key, Waiting(join, reply, deadline, self.current_span))
+        room.add(key, Waiting(join, reply, deadline, self.current_span, principal))
         return _LATER
 
     def _start_check(self, buyer_id: str) -> ShopError | None:
@@ -486,7 +512,9 @@ class WindowActor(PersistentActor):
                 )
             else:
                 with self.continue_trace(item.trace):
-                    value = self._join(item.join, item.reply, item.deadline, resolved)
+                    value = self._join(
+                        item.join, item.reply, item.deadline, resolved, item.principal
+                    )
             if value is not _LATER:
                 self.counters.count_join(value)
                 self.respond(item.reply, value)

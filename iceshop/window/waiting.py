@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from actors.tracing import Span
+from iceshop.protocol import Principal
 from iceshop.wire import Join
 
 __all__ = ["Reply", "Waiting", "WaitingRoom"]
@@ -27,15 +28,22 @@ class Waiting:
     after which it must not be applied (its ``Iceshop-Deadline``), if any, and the span
     of its trace, if it is traced (the join is decided in that trace)."""
 
-    __slots__ = ("deadline", "join", "reply", "trace")
+    __slots__ = ("deadline", "join", "principal", "reply", "trace")
 
     def __init__(
-        self, join: Join, reply: Reply, deadline: float | None, trace: Span | None = None
+        self,
+        join: Join,
+        reply: Reply,
+        deadline: float | None,
+        trace: Span | None = None,
+        principal: Principal | None = None,
     ) -> None:
         self.join = join
         self.reply = reply
         self.deadline = deadline
         self.trace = trace
+        #: Who asked (the join is checked again if it moves to another incarnation).
+        self.principal = principal
 
 
 class WaitingRoom:
