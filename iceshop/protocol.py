@@ -40,11 +40,10 @@ Flows (who tells whom; "after commit" = ``tell_after_commit``)::
 
 from __future__ import annotations
 
-from typing import Any
-
 import msgspec
 
 from iceshop.wire.commands import Command, CommandKind
+from iceshop.wire.views import DecisionView
 
 __all__ = [
     "AddIntent",
@@ -243,9 +242,10 @@ class OfferStatusChanged(msgspec.Struct, frozen=True):
 
 
 class RecordDecision(msgspec.Struct, frozen=True):
-    """Store a decision; ``view`` is the full ``DecisionView`` (with inputs)."""
+    """Store a decision: the full view, with its inputs (typed, so it survives the trip
+    to another node)."""
 
-    view: Any
+    view: DecisionView
 
 
 class WindowLinked(msgspec.Struct, frozen=True):

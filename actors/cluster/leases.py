@@ -256,7 +256,18 @@ class ShardLeases:
         )
         assert kv is not None
         self._started_at = self._clock.time()
-        await kv.put(node_key(self.node_id), self._node_record())
+        # A new bucket on a cluster can answer "no responders" for a moment after it
+        # was created (its stream is still placing replicas): retry within start_timeout.
+        delay = 0.05
+        with anyio.fail_after(self.start_timeout):
+            while True:
+                try:
+                    await kv.put(node_key(self.node_id), self._node_record())
+                    break
+                except TransportError as exc:
+                    _log.info("lease bucket not ready; retrying", error=repr(exc))
+                    await anyio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
         watch = BucketWatch(kv, self._apply)
         await watch.start()
         self._watching_since = self._clock.monotonic()

@@ -24,7 +24,7 @@ from typing import Any
 import anyio
 
 from actors.errors import ActorsError
-from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, CliError
+from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
     add_process_arguments,
     configure_logging,
@@ -33,8 +33,9 @@ from iceshop.cli.lifecycle import (
 )
 from iceshop.cli.node import load
 from iceshop.connection import nats_transport
-from iceshop.node.app import READMODEL_FILE
-from iceshop.readmodel import DEFAULT_DURABLE, Projector, ReadModel
+from iceshop.node.app import READMODEL_FILE, safe_node_id
+from iceshop.readmodel import Projector, ReadModel
+from iceshop.readmodel.projector import node_durable
 from iceshop.settings import Settings
 from iceshop.wire import EVENT_STREAM
 
@@ -64,6 +65,12 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) -> Projector:
     """Open the read model and start projecting into it, all on ``stack``."""
+    if settings.journal == "jetstream" and not settings.node_id:
+        raise CliError(
+            'projector: node_id must be set with journal = "jetstream": the read model\'s '
+            "consumer is the node's own",
+            EXIT_USAGE,
+        )
     data_dir = Path(settings.data_dir)
     name = f"iceshop-projector-{settings.node_id}" if settings.node_id else "iceshop-projector"
     try:
@@ -75,9 +82,11 @@ async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) 
         raise CliError(f"projector did not start: {exc}", EXIT_FAILED) from exc
     tg = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(tg.cancel_scope.cancel)
-    # The node's own projector uses the same durable consumer (ShopNode): one position.
+    # The node's own projector would use the same durable consumer (ShopNode): one
+    # position, whichever process runs it; in a cluster, one per node.
+    durable = node_durable(safe_node_id(settings.node_id), settings.journal == "jetstream")
     projector = Projector(
-        transport, store, stream=EVENT_STREAM, prefix=settings.prefix, durable=DEFAULT_DURABLE
+        transport, store, stream=EVENT_STREAM, prefix=settings.prefix, durable=durable
     )
     tg.start_soon(projector.run)
     return projector

@@ -72,7 +72,7 @@ from iceshop.observability.metrics import NodeMetrics
 from iceshop.product import ProductActor
 from iceshop.protocol import DemandSignal, Evaluate
 from iceshop.readmodel import Projector, ReadModel, list_windows
-from iceshop.readmodel.projector import DEFAULT_DURABLE
+from iceshop.readmodel.projector import node_durable
 from iceshop.seller import SellerActor
 from iceshop.settings import Settings
 from iceshop.window import WindowActor
@@ -91,7 +91,7 @@ from iceshop.wire import (
     format_time,
 )
 
-__all__ = ["NOTIFICATION_STREAM", "READMODEL_FILE", "ShopNode"]
+__all__ = ["NOTIFICATION_STREAM", "READMODEL_FILE", "ShopNode", "safe_node_id"]
 
 log = structlog.get_logger("iceshop.node")
 
@@ -108,6 +108,11 @@ READMODEL_FILE = "readmodel.db"
 _demand_event = msgspec.json.Decoder(Event[DemandUpdated])
 
 
+def safe_node_id(raw: str) -> str:
+    """A node id as used in subject tokens and consumer names: A-Z a-z 0-9 _ - only."""
+    return re.sub(r"[^A-Za-z0-9_-]", "_", raw)[:64]
+
+
 class ShopNode:
     """One node. ``async with ShopNode(settings) as node:`` serves until left."""
 
@@ -120,8 +125,7 @@ class ShopNode:
         self.tracer = tracer
         self.clock: Clock = clock if clock is not None else RealClock()
         # Used in subject tokens and consumer names: keep it to A-Z a-z 0-9 _ -.
-        raw_id = settings.node_id or f"{socket.gethostname()}-{os.getpid()}"
-        self.node_id = re.sub(r"[^A-Za-z0-9_-]", "_", raw_id)[:64]
+        self.node_id = safe_node_id(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
         self.data_dir = Path(settings.data_dir)
         self.started_at = 0.0
         self.system: ActorSystem | None = None
@@ -238,7 +242,7 @@ class ShopNode:
             if not external:
                 # Every node keeps its own read model, so in a cluster each needs its own
                 # consumer (a shared one would give each node part of the events).
-                durable = DEFAULT_DURABLE if member is None else f"{DEFAULT_DURABLE}-{self.node_id}"
+                durable = node_durable(self.node_id, member is not None)
                 self.projector = Projector(
                     transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix, durable=durable
                 )

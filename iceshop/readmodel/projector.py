@@ -52,9 +52,18 @@ from actors.nats.pull import run_pull_consumer
 from iceshop.readmodel.store import ReadModel, StreamPosition
 from iceshop.wire import DEFAULT_PREFIX, EVENT_STREAM
 
-__all__ = ["DEFAULT_DURABLE", "Projector"]
+__all__ = ["DEFAULT_DURABLE", "Projector", "node_durable"]
 
 DEFAULT_DURABLE: Final = "iceshop-readmodel"
+
+
+def node_durable(node_id: str, clustered: bool) -> str:
+    """The consumer of a node's read model: one shared name for a single node (so a
+    restarted node resumes where it was), one per node in a cluster, where every node
+    keeps its own read model (one shared consumer would split the events between them).
+    ``node_id`` must already be a subject-safe token."""
+    return f"{DEFAULT_DURABLE}-{node_id}" if clustered else DEFAULT_DURABLE
+
 
 _log = structlog.get_logger(__name__)
 
