@@ -31,6 +31,7 @@ BENCHMARKS = (
     "journal_throughput",
     "recovery",
     "flash_crowd",
+    "cluster",
     "notify",
     "metrics_overhead",
     "tracing_overhead",

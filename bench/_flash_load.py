@@ -7,15 +7,22 @@ and its event loop, and the measurement would say nothing about the node.
 **load** — ``python -m bench._flash_load load SPEC_JSON OUT_PATH``. Sends ``count``
 requests to ``subject``, ``concurrency`` of them in flight at once (one worker task per
 slot, each sending its next request as soon as its previous one is answered), spread
-over ``connections`` NATS connections. Request ``i`` is a join by buyer
-``<buyer_prefix><i>`` with join id ``<join_prefix><i>``; the bodies are encoded before
-the clock starts so both runs (node and no-op) pay the same client cost. It records the
-latency and the outcome of every request: ``ok``, the contract error ``code`` of an
-``ok: false`` reply, or a transport failure (``timeout``, ``no_responders``,
-``transport_error``). With ``progress_every`` it prints ``acked N`` on stdout each time
-the number of ``ok`` replies reaches a multiple of it, so a parent can act mid-crowd
-(the crash mode kills the node on those lines). The result is written to ``OUT_PATH`` as
-JSON (:class:`LoadResult`), the join ids of every ``ok`` reply included.
+over ``connections`` NATS connections (``url`` may list several servers, comma
+separated). Request ``i`` is a join by buyer ``<buyer_prefix><i>`` with join id
+``<join_prefix><i>``; the bodies are encoded before the clock starts so both runs (node
+and no-op) pay the same client cost. With several ``subjects`` (windows) request ``i``
+goes to ``subjects[i % len(subjects)]`` by buyer ``<buyer_prefix><i // len(subjects)>``,
+so each buyer joins every window once. It records the latency and the outcome of every
+request: ``ok``, the contract error ``code`` of an ``ok: false`` reply, or a transport
+failure (``timeout``, ``no_responders``, ``transport_error``). With ``retry_for_s`` a
+request whose outcome is retryable (a transport failure, ``unavailable``, ``internal``,
+``overloaded``) is sent again, same body and same join id as the contract says, until
+that long after its first attempt; its latency and outcome are then those of the last
+attempt, counted from the first (what a retrying client sees). With ``progress_every``
+it prints ``acked N`` on stdout each time the number of ``ok`` replies reaches a
+multiple of it, so a parent can act mid-crowd (the crash mode kills the node on those
+lines). The result is written to ``OUT_PATH`` as JSON (:class:`LoadResult`), the join
+ids of every ``ok`` reply included.
 
 **noop** — ``python -m bench._flash_load noop URL SUBJECT``. Subscribes to ``SUBJECT``
 and answers every request at once with a fixed join-sized reply; prints ``ready`` when
@@ -37,7 +44,7 @@ import msgspec
 from actors.errors import NoResponders, RequestTimeout, TransportError
 from actors.nats import Msg, NatsTransport
 
-__all__ = ["NOOP_REPLY", "LoadResult", "LoadSpec", "join_body", "percentile"]
+__all__ = ["NOOP_REPLY", "RETRYABLE", "LoadResult", "LoadSpec", "join_body", "percentile"]
 
 NOOP_REPLY = msgspec.json.encode(
     {
@@ -69,6 +76,19 @@ class LoadSpec(msgspec.Struct, frozen=True, kw_only=True):
     #: user, and a file holding its password (never the password: the spec is argv).
     nats_user: str = ""
     nats_password_file: str = ""
+    #: Several join subjects (windows): request ``i`` goes to ``subjects[i % n]`` (see
+    #: the module docstring); empty: every request goes to ``subject``.
+    subjects: tuple[str, ...] = ()
+    #: Retry retryable outcomes for this long after a request's first attempt (0: never).
+    retry_for_s: float = 0.0
+    #: Pause between two attempts of one request.
+    retry_pause_s: float = 0.05
+
+    def subject_of(self, i: int) -> str:
+        return self.subjects[i % len(self.subjects)] if self.subjects else self.subject
+
+    def buyer_of(self, i: int) -> str:
+        return f"{self.buyer_prefix}{i // max(1, len(self.subjects))}"
 
 
 class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,6 +111,8 @@ class LoadResult(msgspec.Struct, frozen=True, kw_only=True):
     #: CPU seconds the load process used while sending (all its threads).
     cpu_s: float
     ok_join_ids: list[str]
+    #: Attempts sent again after a retryable outcome (``retry_for_s``).
+    retries: int = 0
 
     @property
     def replies_per_s(self) -> float:
@@ -113,10 +135,21 @@ class _Reply(msgspec.Struct):
 _reply = msgspec.json.Decoder(_Reply)
 
 
+RETRYABLE = frozenset(
+    {
+        "transport:timeout",
+        "transport:no_responders",
+        "transport:error",
+        "unavailable",
+        "internal",
+        "overloaded",
+    }
+)
+"""Outcomes a client retries with the same join id (the contract's retryable ones)."""
+
+
 def join_body(spec: LoadSpec, i: int) -> bytes:
-    return msgspec.json.encode(
-        {"join_id": f"{spec.join_prefix}{i}", "buyer_id": f"{spec.buyer_prefix}{i}"}
-    )
+    return msgspec.json.encode({"join_id": f"{spec.join_prefix}{i}", "buyer_id": spec.buyer_of(i)})
 
 
 def percentile(sorted_values: list[float], q: float) -> float:
@@ -137,6 +170,7 @@ class _Tally:
         self.codes: dict[str, int] = {}
         self.ok_ids: list[str] = []
         self.replies = 0
+        self.retries = 0
         self.last_reply = 0.0
         self.last_ok = 0.0
 
@@ -180,13 +214,15 @@ async def run_load(spec: LoadSpec) -> LoadResult:
     """Send the crowd and tally it (see the module docstring)."""
     bodies = [join_body(spec, i) for i in range(spec.count)]
     join_ids = [f"{spec.join_prefix}{i}" for i in range(spec.count)]
+    subjects = [spec.subject_of(i) for i in range(spec.count)]
     tally = _Tally(spec.progress_every)
     user = spec.nats_user or None
+    urls = [u.strip() for u in spec.url.split(",") if u.strip()]
     async with contextlib.AsyncExitStack() as stack:
         transports = [
             await stack.enter_async_context(
                 NatsTransport(
-                    spec.url,
+                    urls,
                     name=f"flash-load-{n}",
                     user=user,
                     password_file=spec.nats_password_file or None,
@@ -196,14 +232,19 @@ async def run_load(spec: LoadSpec) -> LoadResult:
             for n in range(max(1, spec.connections))
         ]
         indexes = iter(range(spec.count))
-        subject = spec.subject
         timeout = spec.timeout_s
+        retry_for = spec.retry_for_s
         clock = time.perf_counter
 
         async def worker(transport: NatsTransport) -> None:
             for i in indexes:
                 started = clock()
-                outcome = await _request(transport, subject, bodies[i], timeout)
+                while True:
+                    outcome = await _request(transport, subjects[i], bodies[i], timeout)
+                    if outcome not in RETRYABLE or clock() - started >= retry_for:
+                        break
+                    tally.retries += 1
+                    await anyio.sleep(spec.retry_pause_s)
                 tally.record(outcome, join_ids[i], started, clock())
 
         start = clock()
@@ -230,6 +271,7 @@ async def run_load(spec: LoadSpec) -> LoadResult:
         ok_p99_ms=percentile(ok_latencies, 0.99) * 1000,
         cpu_s=cpu_s,
         ok_join_ids=tally.ok_ids,
+        retries=tally.retries,
     )
 
 

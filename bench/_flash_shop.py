@@ -13,7 +13,10 @@ proven over NATS (``cluster.status`` answers), not guessed from a sleep.
 :class:`ShopClient` does everything else over the contract's subjects only: the seller,
 its listing, the crowd's registrations (many requests in flight), the intents that make
 the campaign propose the window, the wait for the window to activate, and the read-back
-of the window's reservations for the oversell and durability checks.
+of the window's reservations for the oversell and durability checks. With
+:meth:`ShopClient.setup_products` it lists several products, each with its own seller
+and intents, so the campaign proposes one window per product (and a cluster spreads
+them over its shards).
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
 from typing import IO, Any
 
@@ -252,11 +255,16 @@ class NodeProcess(_ChildProcess):
                 if self.died:
                     await self._reap()
                     raise BenchError(f"the node exited during start; log tail:\n{self.tail()}")
-                if await client.answers("cluster.status"):
+                if await self.ready(client):
                     return anyio.current_time() - started
                 await anyio.sleep(0.05)
         await self.kill()
         raise BenchError(f"the node did not answer within {ready_within_s:g}s:\n{self.tail()}")
+
+    async def ready(self, client: ShopClient) -> bool:
+        """Whether the started node serves: ``cluster.status`` answers (a subclass may
+        ask more, e.g. that this node is among those it lists)."""
+        return await client.answers("cluster.status")
 
     async def stop(self, within_s: float = 15.0) -> None:
         """SIGTERM the node, then its projector (each SIGKILLed after ``within_s``)."""
@@ -286,9 +294,14 @@ class ShopClient:
         self.transport = transport
         self.prefix = prefix
 
-    async def call(self, subject: str, body: dict[str, Any] | None = None) -> dict[str, Any]:
+    async def call(
+        self,
+        subject: str,
+        body: dict[str, Any] | None = None,
+        timeout: float = 10.0,  # noqa: ASYNC109 - the request's own bound, passed down
+    ) -> dict[str, Any]:
         payload, _ = await self.transport.request(
-            f"{self.prefix}.{subject}", msgspec.json.encode(body or {}), timeout=10.0
+            f"{self.prefix}.{subject}", msgspec.json.encode(body or {}), timeout=timeout
         )
         reply: dict[str, Any] = msgspec.json.decode(payload)
         return reply
@@ -313,11 +326,53 @@ class ShopClient:
     ) -> None:
         """A seller with ``stock`` units of one product, ``crowd`` registered buyers
         ``<crowd_prefix><i>``, and open intents for the whole stock at the list price."""
-        await self.ok(f"sellers.{SELLER_ID}.register", {"name": "Flash seller"})
+        await self.list_product(SELLER_ID, PRODUCT_ID, stock)
+        await self.register_crowd(crowd, crowd_prefix, concurrency)
+        await self.demand(PRODUCT_ID, stock, "DEMAND", "I", DEMAND_BUYERS)
+
+    async def setup_products(
+        self,
+        product_ids: Sequence[str],
+        crowd: int,
+        stock: int | Sequence[int],
+        crowd_prefix: str,
+        *,
+        concurrency: int = 200,
+        demand_buyers: int = DEMAND_BUYERS,
+    ) -> None:
+        """Like :meth:`setup` for several products: ``crowd`` registered buyers (none
+        when 0), and for each product ``P`` its own seller ``P-S`` listing ``stock``
+        units (one figure for all, or one per product) and ``demand_buyers`` buyers
+        ``P-D<i>`` with intents for the whole stock, so the campaign proposes one window
+        per product."""
+        stocks = [stock] * len(product_ids) if isinstance(stock, int) else list(stock)
+        if len(stocks) != len(product_ids):
+            raise ValueError("one stock per product, or one for all")
+        await self.register_crowd(crowd, crowd_prefix, concurrency)
+
+        async def product(k: int) -> None:
+            product_id = product_ids[k]
+            await self.list_product(f"{product_id}-S", product_id, stocks[k])
+            await self.demand(product_id, stocks[k], f"{product_id}-D", "I", demand_buyers)
+
+        await fan_out(len(product_ids), len(product_ids), product)
+
+    async def register_crowd(self, crowd: int, crowd_prefix: str, concurrency: int = 200) -> None:
+        """Buyers ``<crowd_prefix><i>`` for ``i`` in ``range(crowd)``."""
+
+        async def register(i: int) -> None:
+            body = {"name": "Crowd buyer", "phone": f"+90555{i:07d}", "locale": "tr"}
+            await self.ok(f"buyers.{crowd_prefix}{i}.register", body)
+
+        await fan_out(crowd, concurrency, register)
+
+    async def list_product(self, seller_id: str, product_id: str, stock: int) -> None:
+        """Seller ``seller_id`` (registered here) lists ``stock`` units of ``product_id``."""
+        await self.ok(f"sellers.{seller_id}.register", {"name": "Flash seller"})
         await self.ok(
-            f"sellers.{SELLER_ID}.listings.upsert",
+            f"sellers.{seller_id}.listings.upsert",
             {
-                "product_id": PRODUCT_ID,
+                "product_id": product_id,
                 "title": "Flash item",
                 "list_price_minor": LIST_PRICE,
                 "floor_price_minor": FLOOR_PRICE,
@@ -326,33 +381,48 @@ class ShopClient:
             },
         )
 
-        async def register(i: int) -> None:
-            body = {"name": "Crowd buyer", "phone": f"+90555{i:07d}", "locale": "tr"}
-            await self.ok(f"buyers.{crowd_prefix}{i}.register", body)
+    async def demand(
+        self, product_id: str, stock: int, buyer_prefix: str, intent_prefix: str, buyers: int
+    ) -> None:
+        """``buyers`` buyers ``<buyer_prefix><i>`` with open intents for ``stock`` units of
+        ``product_id`` in all at the list price: what makes the campaign propose."""
+        per_intent = -(-stock // buyers)
 
-        await fan_out(crowd, concurrency, register)
-        per_intent = -(-stock // DEMAND_BUYERS)
-
-        async def demand(i: int) -> None:
-            buyer = f"DEMAND{i}"
+        async def one(i: int) -> None:
+            buyer = f"{buyer_prefix}{i}"
             body = {"name": "Demand buyer", "phone": f"+90556{i:07d}", "locale": "tr"}
             await self.ok(f"buyers.{buyer}.register", body)
             intent = {
-                "intent_id": f"I{i}",
-                "product_id": PRODUCT_ID,
+                "intent_id": f"{intent_prefix}{i}",
+                "product_id": product_id,
                 "quantity": per_intent,
                 "max_price_minor": LIST_PRICE,
             }
             await self.ok(f"buyers.{buyer}.intents.submit", intent)
 
-        await fan_out(DEMAND_BUYERS, DEMAND_BUYERS, demand)
+        await fan_out(buyers, buyers, one)
 
-    async def active_window(self, within_s: float = 30.0) -> dict[str, Any]:
+    async def active_windows(
+        self, product_ids: Sequence[str], within_s: float = 30.0
+    ) -> list[dict[str, Any]]:
+        """The windows the campaign proposes for ``product_ids`` (in that order), once
+        every one of them is active."""
+        views: list[dict[str, Any]] = [{} for _ in product_ids]
+
+        async def one(k: int) -> None:
+            views[k] = await self.active_window(within_s, product_id=product_ids[k])
+
+        await fan_out(len(product_ids), len(product_ids), one)
+        return views
+
+    async def active_window(
+        self, within_s: float = 30.0, *, product_id: str = PRODUCT_ID
+    ) -> dict[str, Any]:
         """The window the campaign proposes for the product, once it is active."""
         with anyio.move_on_after(within_s):
             window_id = None
             while window_id is None:
-                listed = await self.ok("windows.list", {"product_id": PRODUCT_ID})
+                listed = await self.ok("windows.list", {"product_id": product_id})
                 if listed["windows"]:
                     window_id = listed["windows"][0]["window_id"]
                 else:
@@ -364,7 +434,7 @@ class ShopClient:
                 if view["state"] != "scheduled":
                     raise BenchError(f"window {window_id} is {view['state']}, not active")
                 await anyio.sleep(0.05)
-        raise BenchError(f"no active window for {PRODUCT_ID} within {within_s:g}s")
+        raise BenchError(f"no active window for {product_id} within {within_s:g}s")
 
     async def reservations(self, window_id: str) -> Reservations:
         """Every page of ``windows.<id>.reservations``."""
