@@ -299,6 +299,24 @@ async def test_no_client_publishes_events_or_notification_requests(server: NatsS
 
 
 @pytest.mark.anyio
+async def test_no_client_writes_the_cluster_journal_or_talks_as_a_node(server: NatsServer) -> None:
+    """Messages between nodes carry principals the sending node has checked, and the
+    journal stream stores whatever reaches its subjects: only nodes may publish there,
+    not even an admin (whose commands go through the checks like anyone's)."""
+    forged = ["iceshop.internal.nodes.n1", "iceshop.journal.ev.window.W1"]
+    async with listening(server) as node:
+        for role in CLIENTS:
+            async with login(server, role) as client:
+                for subject in forged:
+                    await client.publish(subject, b"{}")
+                await client.flush()
+                assert client.permission_violations == len(forged), role
+        async with login(server, "admin") as admin:
+            arrived = await node.after(admin, "iceshop.cluster.status")
+        assert arrived == ["iceshop.cluster.status"]
+
+
+@pytest.mark.anyio
 async def test_events_reader_consumes_the_event_stream_and_nothing_else(
     server: NatsServer,
 ) -> None:
