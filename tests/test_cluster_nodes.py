@@ -14,9 +14,11 @@ from pathlib import Path
 from typing import Any
 
 import anyio
+import msgspec
 import pytest
 
 from actors.nats import NatsServer, NatsTransport
+from iceshop.auth import KeyDirectory, KeyRing, generate_hs256, mint, write_key_file
 from iceshop.node import ShopNode
 from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
@@ -221,3 +223,55 @@ async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -
                 assert len(outcomes[window_id]) == buyers and not bad, (window_id, bad)
                 reply = await client.call(f"windows.{window_id}.get")
                 assert reply["data"]["quantity_reserved"] == buyers, reply
+
+
+async def test_an_api_key_created_through_one_node_is_known_to_every_node(
+    tmp_path: Path,
+) -> None:
+    keys_dir = tmp_path / "keys"
+    key = generate_hs256("hs1")[1]
+    write_key_file(keys_dir / "hs1.key", key)
+    ring = KeyRing(KeyDirectory(keys_dir).read())
+    signing = ring.get("hs1")
+    assert signing is not None
+    with NatsServer(jetstream=True, store_dir=tmp_path / "js") as server:
+
+        def secured(node_id: str) -> Settings:
+            return msgspec.structs.replace(
+                settings(server.url, tmp_path, node_id), auth="on", auth_keys_dir=str(keys_dir)
+            )
+
+        async with (
+            NatsTransport(server.url) as t,
+            ShopNode(secured("n1")) as n1,
+            ShopNode(secured("n2")) as n2,
+        ):
+            client = Client(t)
+            admin = mint(signing, sub="root", role="admin", ttl_s=600, now=n1.clock.time())
+            bearer = {"Authorization": f"Bearer {admin}"}
+
+            async def split() -> bool:
+                reply = await client.call("cluster.status", headers=bearer)
+                owners = {n["node_id"] for n in reply["data"]["nodes"] if n["shards"]}
+                return owners == {"n1", "n2"}
+
+            await until(split)
+            for i in range(4):  # through whichever node the queue group picks
+                for _ in range(20):
+                    reply = await client.call(
+                        f"admin.apikeys.k{i}.create", {"role": "gateway"}, headers=bearer
+                    )
+                    # A node whose copy of the keys is a moment behind is refused by the
+                    # journal's sequence check (retryable); it reloads, the retry lands.
+                    if reply["ok"] or reply["error"]["code"] != "unavailable":
+                        break
+                    await anyio.sleep(0.05)
+                assert reply["ok"] is True, reply
+
+            async def everywhere() -> bool:
+                return all(
+                    n.auth is not None and all(n.auth.apikeys.get(f"k{i}") for i in range(4))
+                    for n in (n1, n2)
+                )
+
+            await until(everywhere)

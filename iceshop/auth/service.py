@@ -111,6 +111,12 @@ class NodeAuth:
         count: Any = await system.ref(APIKEY_KIND, REGISTRY_KEY).ask(LoadKeys(), timeout=timeout)
         return int(count)
 
+    async def reload_api_keys(self, system: ActorSystem, timeout: float = 10.0) -> int:  # noqa: ASYNC109
+        """Read every API key again from the journal (a key was created through another
+        node): the local API key actor restarts and refills the registry."""
+        system.ref(APIKEY_KIND, REGISTRY_KEY).stop()
+        return await self.load_api_keys(system, timeout)
+
     async def watch_keys(self, interval: float = RELOAD_INTERVAL_S) -> None:
         """Re-read the key directory every ``interval`` seconds, for ever."""
         if self.keys is None:

@@ -264,6 +264,12 @@ class ShopNode:
             if auth.required:
                 tg.start_soon(auth.watch_keys)
                 await transport.subscribe(f"{prefix}.events.apikey.*.revoked", auth.on_key_event)
+                if member is not None:
+                    # Every node runs its own API key actor over the shared journal: a key
+                    # created through another node is read back from there.
+                    await transport.subscribe(
+                        f"{prefix}.events.apikey.*.created", self._on_key_created
+                    )
             await self._serve(binding)
             await transport.subscribe(
                 f"{prefix}.events.demand.*.updated", self._on_demand, queue=NODES_QUEUE
@@ -382,6 +388,15 @@ class ShopNode:
         system = self.system
         if system is not None and shard_of(*CAMPAIGN, self.settings.shards) in shards:
             system.ref(*CAMPAIGN).tell(Evaluate())
+
+    async def _on_key_created(self, msg: Msg) -> None:
+        system, auth = self.system, self.auth
+        if system is None or auth is None:
+            return
+        try:
+            await auth.reload_api_keys(system)
+        except Exception as exc:  # the next created event, or a restart, tries again
+            log.warning("API keys not reloaded", error=repr(exc))
 
     def _count_shards(self) -> None:
         if self.member is not None:
