@@ -227,8 +227,9 @@ class ActorSystem:
         placement: Placement | None = None,
     ) -> None:
         #: Where actors live when nodes share them (:mod:`actors.placement`); None: all
-        #: here. With a placement no deadline is armed at start: the node arms a shard's
-        #: deadlines when it takes the shard (:meth:`arm_deadlines`).
+        #: here. With a placement no deadline is armed at start: the node loads a shard's
+        #: deadlines when it takes the shard and arms them once it serves
+        #: (:meth:`load_deadlines`, :meth:`arm_loaded`).
         self.placement = placement
         #: How long leaving ``async with`` waits for pending commits and publishes.
         self.shutdown_timeout = shutdown_timeout
