@@ -366,16 +366,17 @@ class PersistenceDriver:
             if placement is not None:
                 # Fencing: a shard whose lease this node no longer holds is not written
                 # for, even by a turn staged before the loss (see actors.cluster.leases).
-                fenced = [
-                    s
-                    for s in group
-                    if not s.actor._a_kind.local
-                    and not placement.may_write(s.request.kind, s.request.key)
-                ]
+                kept: list[_Staged] = []
+                fenced: list[_Staged] = []
+                for s in group:
+                    held = s.actor._a_kind.local or placement.may_write(
+                        s.request.kind, s.request.key
+                    )
+                    (kept if held else fenced).append(s)
                 if fenced:
                     for staged in fenced:
                         self._commit_failed(staged, NotLocal("the shard moved to another node"))
-                    group = self._group = [s for s in group if s not in fenced]
+                    group = self._group = kept
                     if not group:
                         self._writing = 0
                         continue
@@ -482,20 +483,16 @@ class PersistenceDriver:
             )
             for fire in each.fired:
                 system.timers.unfire(actor._a_kind.name, actor._a_key, fire.name)
-        placement = system.placement
-        if actor._a_state == STOPPED and placement is not None and not actor._a_kind.local:
+        if actor._a_state == STOPPED and system.placement is not None and not actor._a_kind.local:
             # Handed over already: the tells it had not stored follow its other mail.
-            kind_name, key = actor._a_kind.name, actor._a_key
             for item in again:
-                if type(item) is Envelope:
-                    placement.send(kind_name, key, item.message, None, item.headers, None)
-                else:
-                    placement.send(kind_name, key, item, None, None, None)
+                system._forward(actor._a_kind.name, actor._a_key, item)
             again = []
         requeue_front(actor, again)
         if type(error) is NotLocal and actor._a_state != STOPPED:
             actor._a_state = READY  # nothing of it is in flight any more
-            system._hand_over(actor)  # fenced: its mail goes on to the shard's new owner
+            # fenced: its mail goes on to the shard's new owner
+            system._stop_actor(actor, hand_over=True)
         elif actor._a_state in (ActorState.COMMITTING, READY):
             system._restart_later(actor, error)
         elif actor._a_state == STOPPED:
@@ -577,23 +574,15 @@ class PersistenceDriver:
             for d in deadlines
         )
 
-    async def arm_all_deadlines(self, here: Callable[[str, str], bool] | None = None) -> int:
-        """Arm every stored deadline, or those of the actors ``here(kind, key)`` picks."""
-        system = self._system
-        clock = system.clock
+    async def arm_all_deadlines(self) -> int:
+        """Arm every stored deadline, a page at a time (a node may hold millions)."""
         total = 0
         after: tuple[float, str, str, str] | None = None
         while True:
             page = await self._journal.deadlines(after, 50_000)
             if not page:
                 break
-            now_mono = clock.monotonic()
-            now_wall = clock.time()
-            total += system.timers.arm_many(
-                TimerEntry(d.kind, d.key, d.name, now_mono + (d.due - now_wall), d.due, True)
-                for d in page
-                if here is None or here(d.kind, d.key)
-            )
+            total += self.arm_loaded(page)
             last = page[-1]
             after = (last.due, last.kind, last.key, last.name)
         return total

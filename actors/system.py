@@ -485,46 +485,29 @@ class ActorSystem:
         arms them from the journal). Commits already sent still land or fail; the journal's
         sequence check keeps a late one from forking an actor's history. Returns how many
         actors were stopped."""
-        stopped = 0
-        for kr in list(self._kinds.values()):
-            if kr.local or kr.spawned:
-                continue
-            name = kr.name
-            for key, actor in list(kr.active.items()):
-                if here(name, key):
-                    self._hand_over(actor)
-                    stopped += 1
         kinds = self._kinds
 
         def placed(kind: str, key: str) -> bool:
             kr = kinds.get(kind)
             return kr is not None and not kr.local and not kr.spawned and here(kind, key)
 
+        doomed = [
+            a for kr in kinds.values() for a in kr.active.values() if placed(kr.name, a._a_key)
+        ]
+        for actor in doomed:
+            self._stop_actor(actor, hand_over=True)
         self.timers.cancel_where(placed)
-        return stopped
+        return len(doomed)
 
-    def _hand_over(self, actor: Actor) -> None:
-        kr = actor._a_kind
-        committing = actor._a_state == ActorState.COMMITTING or _in_flight(actor)
-        actor._a_state = STOPPED
-        if kr.active.get(actor._a_key) is actor:
-            del kr.active[actor._a_key]
-        self.timers.cancel_actor(kr.name, actor._a_key)
-        # The system lane holds this incarnation's own business (replies to its requests,
-        # fired deadlines): it ends here. The mailbox goes on to the new owner.
-        actor._a_sys = None
+    def _forward(self, kind: str, key: str, item: Any) -> None:
+        """Send a mailbox item (an :class:`Envelope` or a bare message) on through the
+        placement, as it was."""
         placement = self.placement
-        while (item := next_envelope(actor)) is not None:
-            if placement is None:
-                _answer(item, ActorStopped(f"{kr.name}/{actor._a_key} stopped"))
-            elif type(item) is Envelope:
-                placement.send(
-                    kr.name, actor._a_key, item.message, item.reply, item.headers, item.deadline
-                )
-            else:
-                placement.send(kr.name, actor._a_key, item, None, None, None)
-        if not committing:
-            self._call_on_stop(actor)
+        assert placement is not None
+        if type(item) is Envelope:
+            placement.send(kind, key, item.message, item.reply, item.headers, item.deadline)
+        else:
+            placement.send(kind, key, item, None, None, None)
 
     def commits_in_flight(self, here: Callable[[str, str], bool]) -> bool:
         """Whether commits of actors ``here(kind, key)`` picks are still queued or being
@@ -839,7 +822,7 @@ class ActorSystem:
             return
         placement = self.placement
         if placement is not None and not kr.local and not placement.is_local(kr.name, old._a_key):
-            self._hand_over(old)  # its shard left this node while it was failing
+            self._stop_actor(old, hand_over=True)  # its shard left while it was failing
             return
         self.restarts += 1
         self._call_on_stop(old)
@@ -892,18 +875,29 @@ class ActorSystem:
 
     # -- stop ----------------------------------------------------------------------------
 
-    def _stop_actor(self, actor: Actor) -> None:
+    def _stop_actor(self, actor: Actor, *, hand_over: bool = False) -> None:
+        """Stop ``actor``; its waiting mail is answered :class:`ActorStopped`, or, with
+        ``hand_over`` (its shard left this node), sent on to wherever the placement now
+        says, while its system lane (replies to its own requests, fired deadlines) ends
+        with it."""
         if actor._a_state == STOPPED:
             return
         kr = actor._a_kind
+        key = actor._a_key
         committing = actor._a_state == ActorState.COMMITTING or _in_flight(actor)
         actor._a_state = STOPPED
-        if kr.active.get(actor._a_key) is actor:
-            del kr.active[actor._a_key]
-        self.timers.cancel_actor(kr.name, actor._a_key)
-        error = ActorStopped(f"{kr.name}/{actor._a_key} stopped")
+        if kr.active.get(key) is actor:
+            del kr.active[key]
+        self.timers.cancel_actor(kr.name, key)
+        forward = hand_over and self.placement is not None
+        if forward:
+            actor._a_sys = None
+        error = ActorStopped(f"{kr.name}/{key} stopped")
         while (item := next_envelope(actor)) is not None:
-            _answer(item, error)
+            if forward:
+                self._forward(kr.name, key, item)
+            else:
+                _answer(item, error)
         if kr.spawned and not kr.active:
             self._kinds.pop(kr.name, None)
         if not committing:

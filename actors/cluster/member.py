@@ -216,7 +216,7 @@ class ClusterMember:
         except BaseException:
             for shard in shards:
                 self._taking.pop(shard, None)
-            self._release_held(shards)
+            self._flush_held(shards)
             raise
         n = self.placement.shards
         for d in loaded:
@@ -230,7 +230,7 @@ class ClusterMember:
     def _lost(self, shards: frozenset[int]) -> None:
         for shard in shards:
             self._taking.pop(shard, None)
-        self._release_held(shards)
+        self._flush_held(shards)
         system = self.system
         if system is not None:
             stopped = system.relinquish(self.placement.pick(shards))
@@ -263,7 +263,7 @@ class ClusterMember:
             deadlines = [d for shard in new for d in self._taking.pop(shard, ())]
             if deadlines:
                 system.arm_loaded(deadlines)
-            self._deliver_held(new)
+            self._flush_held(new)
         if self.messenger is not None:
             self.messenger.owners_changed()
         if new and self.on_owned is not None:
@@ -294,7 +294,10 @@ class ClusterMember:
             raise NotLocal(f"{kind}/{key}: shard {shard} is not here")
         system.ref(kind, key).tell(message, reply_to=reply_to, headers=headers, deadline=deadline)
 
-    def _deliver_held(self, shards: frozenset[int]) -> None:
+    def _flush_held(self, shards: frozenset[int]) -> None:
+        """What waited here for ``shards`` goes to their actors: here when the shards now
+        serve, on to wherever the placement says when they will not serve here after all
+        (a ref sends a message for a shard not held here to its owner)."""
         system = self.system
         if not self._held or system is None:
             return
@@ -309,17 +312,6 @@ class ClusterMember:
                 except ActorsError as exc:
                     if reply_to is not None:
                         reply_to(exc)
-            else:
-                keep.append(item)
-        self._held = keep
-
-    def _release_held(self, shards: frozenset[int]) -> None:
-        """Shards that will not serve here after all: what waited for them is sent on."""
-        keep = []
-        for item in self._held:
-            if item[0] in shards:
-                _, kind, key, message, reply_to, headers, deadline = item
-                self.placement.send(kind, key, message, reply_to, headers, deadline)
             else:
                 keep.append(item)
         self._held = keep
