@@ -3,7 +3,7 @@ virtual clock driven through it."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import anyio
@@ -81,3 +81,15 @@ class VirtualShop:
                 await self.advance(tick)
             await anyio.sleep(0.02)
         raise AssertionError(f"{subject}: condition never held; last {data}")
+
+
+async def until(check: Callable[[], Awaitable[Any]], what: str, timeout: float = 15.0) -> Any:  # noqa: ASYNC109
+    """Poll ``check()`` (state that crosses NATS, not a timer) until it returns something
+    true, and return that; fail naming ``what`` after ``timeout`` seconds."""
+    with anyio.move_on_after(timeout):
+        while True:
+            value = await check()
+            if value:
+                return value
+            await anyio.sleep(0.05)
+    raise AssertionError(f"{what}: not within {timeout:g}s")

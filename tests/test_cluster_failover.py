@@ -42,6 +42,7 @@ from bench._cluster import (
 )
 from bench._flash_load import LoadResult, LoadSpec
 from bench.flash_crowd import run_load_process
+from tests.shop_client import until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -51,17 +52,6 @@ BUYERS = 60
 HOT_STOCK = 30
 COOL_STOCK = 100
 FAILOVER_LIMIT_S = 5.0
-
-
-async def until(check: Any, what: str, timeout: float = 30.0) -> Any:  # noqa: ASYNC109
-    """Poll ``check()`` until it returns something true; fail after ``timeout``."""
-    with anyio.move_on_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.05)
-    raise AssertionError(f"{what}: not within {timeout:g}s")
 
 
 async def shop(cluster: ShopCluster, products: list[str], stocks: list[int]) -> list[str]:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import anyio
 import msgspec
@@ -22,7 +21,7 @@ from iceshop.auth import KeyDirectory, KeyRing, generate_hs256, mint, write_key_
 from iceshop.node import ShopNode
 from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
-from tests.shop_client import Client
+from tests.shop_client import Client, until
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -45,13 +44,20 @@ def settings(url: str, tmp_path: Path, node_id: str) -> Settings:
     )
 
 
-async def until(check: Any, timeout: float = 15.0) -> Any:  # noqa: ASYNC109
-    with anyio.fail_after(timeout):
-        while True:
-            value = await check()
-            if value:
-                return value
-            await anyio.sleep(0.05)
+def active_window(now: float, quantity: int) -> CreateWindow:
+    """A window of ``quantity`` units that is active from ``now`` for ten minutes."""
+    return CreateWindow(
+        product_id="P1",
+        seller_id="S1",
+        decision_id=None,
+        unit_price_minor=500,
+        currency="TRY",
+        quantity_total=quantity,
+        min_participants=1,
+        max_per_buyer=1,
+        activates_at=now - 1.0,
+        expires_at=now + 600.0,
+    )
 
 
 async def shards_of(client: Client) -> dict[str, list[int]]:
@@ -80,7 +86,7 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
                         and sum(len(s) for s in owned.values()) == SHARDS
                     )
 
-                await until(split)
+                await until(split, "the shards split between n1 and n2")
                 for i in range(5):
                     assert (
                         await client.call(
@@ -93,18 +99,7 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
                     creator = (n1, n2)[i % 2]
                     assert creator.system is not None
                     await creator.system.ref("window", window_id).ask(
-                        CreateWindow(
-                            product_id="P1",
-                            seller_id="S1",
-                            decision_id=None,
-                            unit_price_minor=500,
-                            currency="TRY",
-                            quantity_total=3,
-                            min_participants=1,
-                            max_per_buyer=1,
-                            activates_at=now - 1.0,
-                            expires_at=now + 600.0,
-                        ),
+                        active_window(now, 3),
                         timeout=10.0,
                     )
 
@@ -113,7 +108,7 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
                     return bool(reply["ok"] and reply["data"]["state"] == "active")
 
                 for window_id in windows:
-                    await until(lambda w=window_id: active(w))
+                    await until(lambda w=window_id: active(w), f"{window_id} active")
                 accepted: dict[str, int] = {}
                 for window_id in windows:
                     for b in range(5):
@@ -139,7 +134,7 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
                 owned = await shards_of(client)
                 return set(owned) == {"n1"} and len(owned["n1"]) == SHARDS
 
-            await until(alone)
+            await until(alone, "n1 holds every shard")
             for window_id in windows:
                 reply = await client.call(f"windows.{window_id}.get")
                 assert reply["ok"] is True, reply
@@ -184,7 +179,7 @@ async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -
                     owned = await shards_of(client)
                     return set(owned) == {"n1", "n2"} and all(owned.values())
 
-                await until(split)
+                await until(split, "the shards split between n1 and n2")
                 for b in range(buyers):
                     reply = await client.call(
                         f"buyers.B{b}.register", {"name": f"B{b}", "phone": f"+9055500{b:05d}"}
@@ -194,18 +189,7 @@ async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -
                 assert n2.system is not None
                 for window_id in windows:
                     await n2.system.ref("window", window_id).ask(
-                        CreateWindow(
-                            product_id="P1",
-                            seller_id="S1",
-                            decision_id=None,
-                            unit_price_minor=500,
-                            currency="TRY",
-                            quantity_total=buyers,
-                            min_participants=1,
-                            max_per_buyer=1,
-                            activates_at=now - 1.0,
-                            expires_at=now + 600.0,
-                        ),
+                        active_window(now, buyers),
                         timeout=10.0,
                     )
 
@@ -214,7 +198,7 @@ async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -
                     return bool(reply["ok"] and reply["data"]["state"] == "active")
 
                 for window_id in windows:
-                    await until(lambda w=window_id: active(w))
+                    await until(lambda w=window_id: active(w), f"{window_id} active")
                 for window_id in windows:
                     tg.start_soon(crowd, window_id)
                 await left.wait()
@@ -255,7 +239,7 @@ async def test_an_api_key_created_through_one_node_is_known_to_every_node(
                 owners = {n["node_id"] for n in reply["data"]["nodes"] if n["shards"]}
                 return owners == {"n1", "n2"}
 
-            await until(split)
+            await until(split, "the shards split between n1 and n2")
             for i in range(4):  # through whichever node the queue group picks
                 for _ in range(20):
                     reply = await client.call(
@@ -274,4 +258,4 @@ async def test_an_api_key_created_through_one_node_is_known_to_every_node(
                     for n in (n1, n2)
                 )
 
-            await until(everywhere)
+            await until(everywhere, "every key on every node")
