@@ -240,6 +240,38 @@ async def test_any_delivery_order_ends_in_the_same_state(store: ReadModel) -> No
         assert await store.window_seq(window_id) == 8
 
 
+async def test_batches_of_interleaved_windows_count_and_store_as_one_by_one(
+    tmp_path: Path,
+) -> None:
+    """A batch writes each window's view once, from its newest event: the result (the
+    lists, and how many events count as applied) is that of applying the same events one
+    at a time, whatever the batches, the interleaving and the duplicates in a batch."""
+    rng = random.Random(11)
+    sims = [busy_window(f"W{n}") for n in range(3)]
+    stream = [e for sim in sims for e in sim.events]
+    rng.shuffle(stream)
+    stream += rng.sample(stream, 9)  # redeliveries, some inside one batch
+    async with (
+        ReadModel(tmp_path / "batched.db") as batched,
+        ReadModel(tmp_path / "single.db") as single,
+    ):
+        applied_batched = applied_single = 0
+        i = 0
+        while i < len(stream):
+            size = rng.randint(1, 8)
+            applied_batched += (await batched.apply(stream[i : i + size])).applied
+            i += size
+        for event in stream:
+            applied_single += (await single.apply([event])).applied
+        assert applied_batched == applied_single
+        assert await all_windows(batched) == await all_windows(single)
+        for sim in sims:
+            wid = sim.view.window_id
+            rows = (await reservations(batched, wid)).reservations
+            assert rows == (await reservations(single, wid)).reservations == sim.reservations
+            assert await batched.window_seq(wid) == await single.window_seq(wid) == 8
+
+
 async def test_a_gap_is_applied_at_once_and_a_late_event_never_moves_the_view_back(
     store: ReadModel,
 ) -> None:

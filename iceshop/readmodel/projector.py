@@ -204,14 +204,16 @@ class Projector:
                 continue
             self.received += len(msgs)
             events = [(msg.subject, msg.data) for msg in msgs]
-            top = max(msg.metadata.sequence.stream for msg in msgs)
+            # Redeliveries may come out of order: the highest sequence is the position,
+            # and acking its message acknowledges everything below it (AckPolicy.ALL).
+            top, last = max((msg.metadata.sequence.stream, i) for i, msg in enumerate(msgs))
             try:
                 result = await self.store.apply(events, StreamPosition(self.stream, top))
             except BaseException:
                 await self._nak(msgs)
                 raise
             with mapped_errors("read model ack"):
-                await max(msgs, key=lambda m: m.metadata.sequence.stream).ack()
+                await msgs[last].ack()
             self.applied += result.applied
             self._notify()
             if len(msgs) < self.batch and self.linger > 0:

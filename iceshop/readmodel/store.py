@@ -208,8 +208,7 @@ class ReadModel:
                 _log.warning("read model skips an event", subject=subject, error=str(exc))
         if not changes and position is None:
             return ApplyResult(applied=0, duplicates=0, malformed=malformed)
-        rows = [_rows(change) for change in changes]
-        applied = await self._run(lambda db: _write(db, rows, position))
+        applied = await self._run(lambda db: _write(db, changes, position))
         return ApplyResult(applied=applied, duplicates=len(changes) - applied, malformed=malformed)
 
     # -- reading ------------------------------------------------------------------------
@@ -253,9 +252,9 @@ _WindowRow = tuple[str, str, str, str, str | None, str, int, str]
 _ReservationRow = tuple[str, str, str, int, str, str, int, int]
 
 
-def _rows(change: WindowChange) -> tuple[str, _WindowRow, _ReservationRow | None]:
+def _window_row(change: WindowChange) -> _WindowRow:
     v = change.view
-    window: _WindowRow = (
+    return (
         v.window_id,
         v.product_id,
         v.seller_id,
@@ -265,39 +264,71 @@ def _rows(change: WindowChange) -> tuple[str, _WindowRow, _ReservationRow | None
         change.seq,
         _encode(v).decode(),
     )
+
+
+def _reservation_row(change: WindowChange) -> _ReservationRow | None:
     r = change.reservation
-    reservation: _ReservationRow | None = None
-    if r is not None:
-        reservation = (
-            v.window_id,
-            r.join_id,
-            r.buyer_id,
-            r.quantity,
-            r.status,
-            r.reserved_at,
-            change.seq,
-            change.seq,
-        )
-    return v.window_id, window, reservation
+    if r is None:
+        return None
+    return (
+        change.window_id,
+        r.join_id,
+        r.buyer_id,
+        r.quantity,
+        r.status,
+        r.reserved_at,
+        change.seq,
+        change.seq,
+    )
 
 
 def _write(
     db: sqlite3.Connection,
-    rows: list[tuple[str, _WindowRow, _ReservationRow | None]],
+    changes: list[WindowChange],
     position: StreamPosition | None,
 ) -> int:
-    """The batch's transaction; returns how many events changed something."""
+    """The batch's transaction; returns how many events changed something.
+
+    A window's row is written once per batch, from the newest of its events the batch
+    holds (the view an older one would write is overwritten in the same transaction
+    anyway): a hot window's batch of joins costs one view, not one per join. An event
+    counts as applied when its ``seq`` is above every ``seq`` seen for its window before
+    it (stored, or earlier in the batch), or when its reservation changed."""
     db.execute("BEGIN IMMEDIATE")
     try:
         applied = 0
+        high: dict[str, int] = {}
+        newest: dict[str, WindowChange] = {}
         touched: dict[str, None] = {}
-        for window_id, window, reservation in rows:
-            changed = db.execute(_UPSERT_WINDOW, window).rowcount > 0
-            if reservation is not None:
-                changed = db.execute(_UPSERT_RESERVATION, reservation).rowcount > 0 or changed
+        fresh: list[_ReservationRow] = []
+        for change in changes:
+            window_id = change.window_id
+            seen = high.get(window_id)
+            if seen is None:
+                row = db.execute(
+                    "SELECT seq FROM windows WHERE window_id = ?", (window_id,)
+                ).fetchone()
+                seen = 0 if row is None else int(row[0])
+            reservation = _reservation_row(change)
+            if change.seq > seen:
+                high[window_id] = change.seq
+                newest[window_id] = change
+                if reservation is not None:
+                    fresh.append(reservation)  # changed anyway: one statement for all
+                changed = True
+            else:
+                high[window_id] = seen
+                changed = (
+                    reservation is not None
+                    and db.execute(_UPSERT_RESERVATION, reservation).rowcount > 0
+                )
             if changed:
                 applied += 1
                 touched[window_id] = None
+        if fresh:
+            db.executemany(_UPSERT_RESERVATION, fresh)
+        for change in newest.values():
+            db.execute(_UPSERT_WINDOW, _window_row(change))
         for window_id in touched:
             (outcome,) = db.execute(
                 "SELECT outcome FROM windows WHERE window_id = ?", (window_id,)
