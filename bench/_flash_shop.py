@@ -46,6 +46,7 @@ __all__ = [
     "Reservations",
     "ShopClient",
     "child_env",
+    "cpu_seconds_of",
     "fan_out",
 ]
 
@@ -95,6 +96,20 @@ async def fan_out(count: int, concurrency: int, one: Callable[[int], Awaitable[N
     async with anyio.create_task_group() as tg:
         for _ in range(min(concurrency, count)):
             tg.start_soon(worker)
+
+
+async def cpu_seconds_of(pid: int | None) -> float | None:
+    """CPU time process ``pid`` has used so far, all its threads (Linux ``/proc``); None
+    elsewhere or when it is gone."""
+    if pid is None:
+        return None
+    try:
+        stat = await anyio.Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    fields = stat.rsplit(")", 1)[1].split()
+    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
+    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 class _ChildProcess:
@@ -147,15 +162,7 @@ class _ChildProcess:
 
     async def cpu_seconds(self) -> float | None:
         """CPU time the running process has used so far (Linux ``/proc``), else None."""
-        if self.process is None:
-            return None
-        try:
-            stat = await anyio.Path(f"/proc/{self.process.pid}/stat").read_text()
-        except OSError:
-            return None
-        fields = stat.rsplit(")", 1)[1].split()
-        utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-        return (utime + stime) / os.sysconf("SC_CLK_TCK")
+        return None if self.process is None else await cpu_seconds_of(self.process.pid)
 
     @property
     def died(self) -> bool:

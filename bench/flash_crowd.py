@@ -23,8 +23,15 @@ until it is active.
   same data directory, and every join the load process saw acknowledged must be in the
   window's reservations. Joins that were committed but whose reply was lost in the
   crash may be there too (reported, not a fault).
+* **budget**: the crowd with a stock as large as the crowd (every join accepted), so the
+  whole run is the accepted-join path. Both runs (ours and the no-op ceiling) then report
+  the CPU each process spent per reply (node, projector, nats-server and load generator;
+  no-op responder, nats-server and load generator), read from ``/proc``: where the
+  machine's cores go, and what is left for the node within the target. The crowd mode
+  reports the same figures, for a mix of accepted and ``sold_out`` replies.
 
-    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both] [--projector external|node]
+    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both|budget]
+                                [--projector external|node]
                                 [--metrics off|on|compare] [--tracing off|on|compare]
                                 [--trace-ratio R]
 
@@ -75,7 +82,14 @@ from anyio.streams.buffered import BufferedByteReceiveStream
 from actors.nats import NatsServer, NatsTransport
 from bench._common import figure, median, ratio
 from bench._flash_load import LoadResult, LoadSpec
-from bench._flash_shop import REPO_ROOT, BenchError, NodeProcess, ShopClient, child_env
+from bench._flash_shop import (
+    REPO_ROOT,
+    BenchError,
+    NodeProcess,
+    ShopClient,
+    child_env,
+    cpu_seconds_of,
+)
 from bench._otlp_sink import OtlpSink
 from iceshop.settings import Settings
 
@@ -112,6 +126,8 @@ class Sizes(msgspec.Struct, frozen=True, kw_only=True):
 
 CROWD = Sizes(attempts=60_000, stock=6_000)
 CROWD_QUICK = Sizes(attempts=8_000, stock=800)
+BUDGET = Sizes(attempts=30_000, stock=30_000)
+BUDGET_QUICK = Sizes(attempts=8_000, stock=8_000)
 CRASH = Sizes(attempts=12_000, stock=8_000, kill_after=3_000, timeout_s=3.0)
 CRASH_QUICK = Sizes(attempts=2_000, stock=1_500, kill_after=500, timeout_s=3.0)
 
@@ -151,6 +167,12 @@ class CrowdResult(msgspec.Struct, frozen=True, kw_only=True):
     """The scrapes of the node's metrics endpoint, when it had one."""
     trace_spans: int | None = None
     """Spans the stand-in collector received from the node (None: tracing off)."""
+    server_cpu_s: float | None = None
+    """CPU seconds the nats-server used during the crowd (None off Linux)."""
+    ceiling_server_cpu_s: float | None = None
+    """CPU seconds the nats-server used during the no-op run."""
+    ceiling_responder_cpu_s: float | None = None
+    """CPU seconds the no-op responder used during its run."""
 
     @property
     def oversell(self) -> int:
@@ -223,8 +245,9 @@ async def run_load_process(
 
 
 @asynccontextmanager
-async def noop_responder(url: str) -> AsyncIterator[None]:
-    """The no-op responder process, ready when entered, stopped when left."""
+async def noop_responder(url: str) -> AsyncIterator[int]:
+    """The no-op responder process, ready when entered (yields its pid), stopped when
+    left."""
     command = [sys.executable, "-m", "bench._flash_load", "noop", url, NOOP_SUBJECT]
     async with await anyio.open_process(command, cwd=REPO_ROOT, env=child_env()) as process:
         try:
@@ -238,7 +261,7 @@ async def noop_responder(url: str) -> AsyncIterator[None]:
                 raise BenchError("the no-op responder exited before it was ready") from None
             if line.strip() != b"ready":
                 raise BenchError(f"the no-op responder said {line!r}, not ready")
-            yield
+            yield process.pid
         finally:
             if process.returncode is None:
                 process.terminate()
@@ -412,6 +435,7 @@ async def _crowd(
         echo(f"window {window_id}: quantity_total {view['quantity_total']}, setup {setup_s:.1f}s")
         cpu_before = await node.cpu_seconds()
         projector_before = await node.projector_cpu_seconds()
+        server_before = await cpu_seconds_of(server.pid)
         spec = _spec(server.url, f"iceshop.windows.{window_id}.join", sizes)
         scraper = _Scraper(port) if metrics else None
         async with anyio.create_task_group() as tg:
@@ -422,6 +446,7 @@ async def _crowd(
         watch = None if scraper is None else await scraper.result()
         cpu_after = await node.cpu_seconds()
         projector_after = await node.projector_cpu_seconds()
+        server_cpu = _spent(server_before, await cpu_seconds_of(server.pid))
         if node.died:
             raise BenchError(f"the node died during the crowd; log tail:\n{node.tail()}")
         if node.projector is not None and node.projector.died:
@@ -430,18 +455,19 @@ async def _crowd(
         held = await client.reservations(window_id)
         await node.stop()
         noop = None
+        ceiling_server_cpu = responder_cpu = None
         if ceiling:
-            async with noop_responder(server.url):
+            async with noop_responder(server.url) as responder:
+                server_before = await cpu_seconds_of(server.pid)
+                responder_before = await cpu_seconds_of(responder)
                 noop = await run_load_process(
                     _spec(server.url, f"flashnoop.windows.{window_id}.join", sizes), workdir
                 )
+                responder_cpu = _spent(responder_before, await cpu_seconds_of(responder))
+                ceiling_server_cpu = _spent(server_before, await cpu_seconds_of(server.pid))
     acked = frozenset(load.ok_join_ids)
-    node_cpu = None if cpu_before is None or cpu_after is None else cpu_after - cpu_before
-    projector_cpu = (
-        None
-        if projector_before is None or projector_after is None
-        else projector_after - projector_before
-    )
+    node_cpu = _spent(cpu_before, cpu_after)
+    projector_cpu = _spent(projector_before, projector_after)
     return CrowdResult(
         window_id=window_id,
         quantity_total=view["quantity_total"],
@@ -456,7 +482,14 @@ async def _crowd(
         acked_missing=len(acked - held.held_join_ids),
         held_unacked=len(held.held_join_ids - acked),
         metrics=watch,
+        server_cpu_s=server_cpu,
+        ceiling_server_cpu_s=ceiling_server_cpu,
+        ceiling_responder_cpu_s=responder_cpu,
     )
+
+
+def _spent(before: float | None, after: float | None) -> float | None:
+    return None if before is None or after is None else after - before
 
 
 async def crash(
@@ -599,9 +632,40 @@ def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
             echo(f"!! metrics: {m.failed} failed scrapes; {m.accepted} accepted vs {load.ok} ok")
     if r.trace_spans is not None:
         echo(figure("spans exported to the collector", r.trace_spans, "spans"))
+    _report_budget(r, echo)
     if not r.consistent:
         echo("!! the window's reservations do not match the acknowledged joins")
     return r.consistent
+
+
+def _report_budget(r: CrowdResult, echo: Echo) -> None:
+    """CPU per reply of each process, ours and the ceiling's: where the machine's cores
+    went (every figure is a process's CPU seconds over the replies its run got)."""
+    ours = {
+        "node": r.node_cpu_s,
+        "projector": r.projector_cpu_s,
+        "nats-server": r.server_cpu_s,
+        "load generator": r.load.cpu_s,
+    }
+    _budget_lines("crowd", ours, r.load.replies, echo)
+    if r.ceiling is not None:
+        noop = {
+            "no-op responder": r.ceiling_responder_cpu_s,
+            "nats-server": r.ceiling_server_cpu_s,
+            "load generator": r.ceiling.cpu_s,
+        }
+        _budget_lines("no-op", noop, r.ceiling.replies, echo)
+
+
+def _budget_lines(prefix: str, spent: dict[str, float | None], replies: int, echo: Echo) -> None:
+    if replies <= 0 or any(cpu is None for cpu in spent.values()):
+        return
+    total = 0.0
+    for name, cpu in spent.items():
+        assert cpu is not None
+        total += cpu
+        echo(figure(f"{prefix} CPU per reply, {name}", 1e6 * cpu / replies, "us"))
+    echo(figure(f"{prefix} CPU per reply, all processes", 1e6 * total / replies, "us"))
 
 
 def report_crash(r: CrashResult, sizes: Sizes, echo: Echo = print) -> bool:
@@ -710,6 +774,12 @@ async def main_async(
     trace_ratio: float = 1.0,
 ) -> bool:
     good = True
+    if mode == "budget":
+        sizes = BUDGET_QUICK if quick else BUDGET
+        print("-- budget: every join accepted (stock = attempts), CPU per reply by process")
+        await anyio.Path(workdir / "budget").mkdir()
+        result = await crowd(sizes, workdir / "budget", readmodel_projector=readmodel_projector)
+        return report_crowd(result, sizes)
     if mode in ("crowd", "both"):
         sizes = CROWD_QUICK if quick else CROWD
         print("-- crowd: joins to one hot window, then the same load on a no-op responder")
@@ -748,7 +818,7 @@ async def main_async(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flash_crowd")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--mode", choices=("crowd", "crash", "both"), default="both")
+    parser.add_argument("--mode", choices=("crowd", "crash", "both", "budget"), default="both")
     parser.add_argument(
         "--projector",
         choices=("external", "node"),

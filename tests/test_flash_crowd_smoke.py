@@ -8,6 +8,7 @@ after a SIGKILL mid-crowd no acknowledged join lost.
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 import pytest
@@ -46,6 +47,11 @@ async def test_crowd_sells_exactly_the_stock_and_measures_a_ceiling(tmp_path: Pa
     assert report_crowd(result, sizes, echo=lines.append)
     assert "oversell: 0" in lines
     assert any(line.startswith("ratio flash crowd accepted joins vs no-op: ") for line in lines)
+    if sys.platform == "linux":  # CPU per reply comes from /proc
+        spent = (result.server_cpu_s, result.ceiling_server_cpu_s, result.ceiling_responder_cpu_s)
+        assert all(cpu is not None and cpu >= 0 for cpu in spent), spent  # 10 ms ticks
+        budget = [line for line in lines if " CPU per reply, all processes: " in line]
+        assert [line.split(" ", 1)[0] for line in budget] == ["crowd", "no-op"]
 
 
 @pytest.mark.anyio
