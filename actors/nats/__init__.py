@@ -13,6 +13,7 @@ from .binding import BindingStats, Encode, Handler, NatsBinding, Route, Routed
 from .errors import map_error, mapped_errors
 from .headers import TRACE_HEADERS, get_header, lower_names, trace_headers
 from .outbox import CorePublisher, JetStreamOutbox
+from .pull import PullBatches
 from .server import (
     NatsServer,
     NatsServerError,
@@ -40,6 +41,7 @@ __all__ = [
     "NatsServerStartFailed",
     "NatsTransport",
     "PortInUse",
+    "PullBatches",
     "Route",
     "Routed",
     "Subscription",

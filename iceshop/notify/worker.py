@@ -48,12 +48,11 @@ import nats.js.errors
 import structlog
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors.clock import Clock, RealClock
 from actors.errors import RequestTimeout, TransportError
-from actors.nats import NatsTransport, mapped_errors
+from actors.nats import NatsTransport, PullBatches, mapped_errors
 from actors.nats.pull import run_pull_consumer
 from iceshop.notify.events import outcome_event
 from iceshop.notify.provider import (
@@ -209,7 +208,7 @@ class Notifier:
             max_ack_pending=self.max_ack_pending,
         )
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+    async def _subscribe(self) -> PullBatches | None:
         await self.store.open()
         js = self.transport.jetstream(timeout=self.api_timeout)
         with mapped_errors(f"notifier consumer {self.durable}"):
@@ -227,13 +226,11 @@ class Notifier:
                     consumer=self.durable,
                     error=exc.description,
                 )
-            return await js.pull_subscribe_bind(
-                durable=self.durable,
-                stream=self.stream,
-                pending_msgs_limit=4 * self.concurrency,
+            return await PullBatches.bind(
+                self.transport, self.stream, self.durable, max_batch=self.concurrency
             )
 
-    async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
+    async def _consume(self, psub: PullBatches) -> None:
         """Fetch as many requests as there are free slots; each is handled by a task of
         this task group and frees its slot when done. A failed fetch ends the loop, but
         only after the requests in hand are done (the caller then subscribes again)."""

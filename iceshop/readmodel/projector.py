@@ -21,9 +21,11 @@ come back at once rather than after ``ack_wait``. :meth:`run` returns only by
 cancellation, from the task group that owns it; on the way out it unsubscribes so the
 server stops delivering to an inbox nobody reads.
 
-nats-py notes: ``fetch`` raises a timeout when no message arrived (that is idleness,
-not an error); acks are plain publishes, flushed by the client in the background and
-ordered before the next fetch request on the same connection.
+Fetching goes through :class:`~actors.nats.PullBatches` (nats-py's own fetch spends a
+timer and a task on every message, under a crowd a large share of the projector's CPU):
+a fetch raises a timeout when no message arrived (that is idleness, not an error); acks
+are plain publishes, flushed by the client in the background and ordered before the
+next pull request on the same connection.
 
 Waiting for the projection (tests, read-your-writes in tools): :meth:`wait_for` returns
 once a window's view has reached a ``seq``, :meth:`caught_up` once every window event in
@@ -42,11 +44,10 @@ import nats.js.errors
 import structlog
 from anyio.abc import TaskStatus
 from nats.aio.msg import Msg
-from nats.js import JetStreamContext
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors.errors import JournalUnavailable, RequestTimeout, TransportError
-from actors.nats import NatsTransport
+from actors.nats import NatsTransport, PullBatches
 from actors.nats.errors import mapped_errors
 from actors.nats.pull import run_pull_consumer
 from iceshop.readmodel.store import ReadModel, StreamPosition
@@ -129,7 +130,7 @@ class Projector:
             task_status=task_status,
         )
 
-    async def _subscribe(self) -> JetStreamContext.PullSubscription | None:
+    async def _subscribe(self) -> PullBatches | None:
         """The pull subscription on the durable consumer, made consistent with the
         store's position first; ``None`` while the stream does not exist."""
         js = self.transport.jetstream(timeout=self.api_timeout)
@@ -170,10 +171,8 @@ class Projector:
                     info = None
             if info is None:
                 await js.add_consumer(self.stream, config=self._config(position))
-            return await js.pull_subscribe_bind(
-                durable=self.durable,
-                stream=self.stream,
-                pending_msgs_limit=4 * self.batch,
+            return await PullBatches.bind(
+                self.transport, self.stream, self.durable, max_batch=self.batch
             )
 
     def _config(self, position: int) -> ConsumerConfig:
@@ -191,7 +190,7 @@ class Projector:
             max_deliver=-1,
         )
 
-    async def _consume(self, psub: JetStreamContext.PullSubscription) -> None:
+    async def _consume(self, psub: PullBatches) -> None:
         while True:
             try:
                 with mapped_errors("read model fetch"):
@@ -210,7 +209,7 @@ class Projector:
             try:
                 result = await self.store.apply(events, StreamPosition(self.stream, top))
             except BaseException:
-                await self._nak(msgs)
+                await self._nak(psub, msgs)
                 raise
             with mapped_errors("read model ack"):
                 await msgs[last].ack()
@@ -223,13 +222,14 @@ class Projector:
                 await anyio.sleep(self.linger)
 
     @staticmethod
-    async def _nak(msgs: list[Msg]) -> None:
-        """Hand fetched messages back for redelivery now (best effort)."""
+    async def _nak(psub: PullBatches, msgs: list[Msg]) -> None:
+        """Hand fetched messages back for redelivery now (best effort), and wait until the
+        server took them back: on this ``AckPolicy.ALL`` consumer, a later message served
+        first and acked would acknowledge them unapplied."""
         with anyio.CancelScope(shield=True):
             try:
-                for msg in msgs:
-                    await msg.nak()
-            except (nats.errors.Error, OSError) as exc:
+                await psub.hand_back(msgs)
+            except (nats.errors.Error, OSError, TransportError) as exc:
                 _log.debug("read model nak failed", error=repr(exc))
 
     # -- waiting for the projection ---------------------------------------------------------
