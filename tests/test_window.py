@@ -454,6 +454,49 @@ async def test_a_restart_in_the_middle_fires_the_missed_expiry_at_start() -> Non
         await shop.stop()
 
 
+async def test_an_active_window_back_from_its_journal_tells_its_buyers_again() -> None:
+    """Tells to buyers die with the node: a window that comes back while selling tells
+    each buyer again where its reservations stand. A closed one tells nothing again."""
+    shop = Shop()
+    await shop.start()
+    try:
+        await active_shop(shop, quantity_total=5)
+        await shop.join("j1", "b1", 2)
+        await shop.join("j2", "b2", 1)
+        await shop.leave("j2", "b2")
+        await shop.settle()
+        told = [IntentMatched("P1", "W1", "j1"), IntentMatched("P1", "W1", "j2")]
+        assert shop.peers.of("buyer", IntentMatched) == told
+        assert shop.peers.of("buyer", ReservationReleased) == [
+            ReservationReleased("P1", "W1", "j2")
+        ]
+        # Down before the buyers heard anything of it (their stubs forget it all).
+        await shop.stop()
+        shop.peers.got.clear()
+        await shop.start(down_for=1.0)
+        assert shop.peers.of("buyer") == []  # nothing before the window is loaded
+        assert (await shop.get()).state == "active"
+        await shop.settle()
+        assert sorted(
+            shop.peers.of("buyer", IntentMatched) + shop.peers.of("buyer", ReservationReleased),
+            key=repr,
+        ) == sorted(
+            [IntentMatched("P1", "W1", "j1"), ReservationReleased("P1", "W1", "j2")], key=repr
+        )
+        # A closed window stays quiet when it is loaded again.
+        await shop.advance_to(EPOCH + EXPIRE_IN)
+        assert (await shop.get()).state == "closed"
+        await shop.restart()
+        await shop.settle()
+        shop.peers.got.clear()
+        await shop.restart()
+        assert (await shop.get()).state == "closed"
+        await shop.settle()
+        assert shop.peers.of("buyer") == []
+    finally:
+        await shop.stop()
+
+
 async def test_a_restart_before_activation_keeps_the_schedule() -> None:
     shop = Shop()
     await shop.start()

@@ -39,7 +39,11 @@ sends them as requests, and each confirmation is journaled (``NoticeAcked``); th
 deadline re-fires with backoff until every notice is confirmed, across restarts. The
 receivers are idempotent by ``window_id``. Buyers hear about their own reservations
 (``IntentMatched``, ``ReservationReleased``) with ``tell_after_commit``: it is the hot
-path, and a lost one only leaves an intent open.
+path, and a lost one only leaves an intent open. Such a tell dies with the process (or
+between nodes), so a window that comes back from its journal while still selling tells
+each of its buyers again where their reservations stand; the buyer ignores what it
+already knows (it keys them by window and join id). A closed window does not: its
+buyers' intents are settled by their own expiry.
 
 **Audit.** An admin's cancel is audited (``window.cancelled``: the principal that sent
 it, the reason it gave, the window as it stood and what it released) in the cancel's
@@ -208,6 +212,25 @@ class WindowActor(PersistentActor):
 
     def restore(self, snapshot: Any) -> None:
         self.w = WindowData.restore(snapshot)
+
+    def on_start(self) -> None:
+        """Coming back from the journal while active (after a crash, a passivation or a
+        shard move): tell the buyers again about their reservations (see the module
+        docstring). A window being created has no state yet and tells nothing."""
+        w = self.w
+        if w is None or w.state != "active":
+            return
+        product_id = w.info.product_id
+        for r in w.reservations.values():
+            message: IntentMatched | ReservationReleased = (
+                ReservationReleased(product_id, self.key, r.join_id)
+                if r.released
+                else IntentMatched(product_id, self.key, r.join_id)
+            )
+            try:
+                self.system.ref("buyer", r.buyer_id).tell(message)
+            except ActorsError as exc:
+                log.warning("buyer not told again", window_id=self.key, error=repr(exc))
 
     def on_stop(self) -> None:
         """Joins still waiting for a buyer check go to the window's next incarnation,
