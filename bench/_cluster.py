@@ -32,7 +32,6 @@ lapse.
 from __future__ import annotations
 
 import contextlib
-import os
 import signal
 from collections.abc import Awaitable, Callable, Sequence
 from pathlib import Path
@@ -47,7 +46,7 @@ from actors.cluster import shard_of
 from actors.errors import TransportError
 from actors.nats import NatsServer, NatsTransport, free_port
 from actors.nats.errors import mapped_errors
-from bench._flash_shop import BenchError, NodeProcess, ShopClient, fan_out
+from bench._flash_shop import BenchError, NodeProcess, ShopClient, cpu_seconds_of, fan_out
 from iceshop.wire import EVENT_STREAM
 
 __all__ = [
@@ -59,7 +58,6 @@ __all__ = [
     "NatsCluster",
     "Probe",
     "ShopCluster",
-    "cpu_seconds",
     "register_probe",
     "request_probe",
     "window_events",
@@ -127,19 +125,6 @@ class NatsCluster:
         with anyio.CancelScope(shield=True):
             for server in self.servers:
                 await server.astop()
-
-
-async def cpu_seconds(pid: int | None) -> float | None:
-    """CPU time process ``pid`` has used so far (Linux ``/proc``), else None."""
-    if pid is None:
-        return None
-    try:
-        stat = await anyio.Path(f"/proc/{pid}/stat").read_text()
-    except OSError:
-        return None
-    fields = stat.rsplit(")", 1)[1].split()
-    utime, stime = int(fields[11]), int(fields[12])  # fields 14 and 15 of stat(5)
-    return (utime + stime) / os.sysconf("SC_CLK_TCK")
 
 
 class ClusterStatus(msgspec.Struct, frozen=True):
@@ -328,7 +313,7 @@ class ShopCluster:
     async def cpu_seconds(self) -> tuple[dict[str, float], float]:
         """CPU seconds used so far by each running node, and by the NATS servers."""
         nodes = {n: await node.cpu_seconds() for n, node in self.nodes.items()}
-        servers = [await cpu_seconds(server.pid) for server in self.nats.servers]
+        servers = [await cpu_seconds_of(server.pid) for server in self.nats.servers]
         return {n: s for n, s in nodes.items() if s is not None}, sum(s or 0.0 for s in servers)
 
     async def status(self, timeout: float = 1.0) -> ClusterStatus | None:  # noqa: ASYNC109
