@@ -191,6 +191,29 @@ async def test_a_deleted_consumer_makes_fetch_raise(nats_url: str) -> None:
         assert not isinstance(again.value, RequestTimeout)
 
 
+@pytest.mark.parametrize("description", ["Leadership Change", "Exceeded MaxWaiting"])
+async def test_a_request_ended_by_the_server_is_followed_by_a_new_one(
+    nats_url: str, description: str
+) -> None:
+    """A 409 that ends one request (the consumer's leader moved, or too many requests
+    wait) is not a failure: the next fetch asks again and gets what came meanwhile."""
+    async with consumer_on(nats_url) as (transport, batches):
+        with pytest.raises(RequestTimeout):
+            await batches.fetch(10, timeout=0.2)  # a request outstanding, nothing to get
+        sent = batches.requests
+        status = Msg(
+            _client=transport.client,
+            subject="status",
+            reply="",
+            data=b"",
+            headers={"Status": "409", "Description": description},
+        )
+        await batches._on_msg(status)
+        await publish(transport, 0, 3)
+        assert await fetch_all(batches, 3) == [[0, 1, 2]]
+        assert batches.requests == sent + 1
+
+
 async def test_acking_the_last_message_acknowledges_the_batch(nats_url: str) -> None:
     async with consumer_on(nats_url) as (transport, batches):
         await publish(transport, 0, 10)

@@ -42,7 +42,9 @@ _NO_MESSAGES: Final = "404"  # nothing to deliver to a no-wait request: it ended
 _EXPIRED: Final = "408"  # the request's ``expires`` passed: it ended
 _CONFLICT: Final = "409"  # the request ended for a reason; most reasons are fatal
 _NO_RESPONDERS: Final = "503"  # nobody serves the JetStream API (not enabled, no leader)
-_MAX_WAITING: Final = "Exceeded MaxWaiting"  # too many requests waiting: this one refused
+#: 409s that end one request and nothing more: too many requests waiting (this one was
+#: refused), or the consumer's leader moved (in a cluster; the new leader takes the next).
+_REQUEST_ENDED: Final = ("Exceeded MaxWaiting", "Leadership Change")
 #: How long stopping the deliveries may take (a round trip) before giving up on it.
 _STOP_TIMEOUT: Final = 2.0
 
@@ -199,10 +201,10 @@ class PullBatches:
         self._owed = 0  # every other status ends the outstanding request
         if status in (_EXPIRED, _NO_MESSAGES):
             return
-        if status == _CONFLICT and _MAX_WAITING in description:
-            log.debug("pull request refused: too many waiting", consumer=self._name)
+        if status == _CONFLICT and any(reason in description for reason in _REQUEST_ENDED):
+            log.debug("pull request ended", consumer=self._name, reason=description)
             return
-        # The consumer was deleted, changed leader, or refuses what is asked of it:
+        # The consumer was deleted or refuses what is asked of it:
         # nothing more comes through this binding.
         what = f"pull consumer {self._name}: {status} {description}".rstrip()
         if status == _NO_RESPONDERS:

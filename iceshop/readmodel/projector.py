@@ -198,9 +198,6 @@ class Projector:
             except RequestTimeout:
                 self._notify()  # idle: nothing was pending when the fetch expired
                 continue
-            if not msgs:  # a status message can end the long-poll with nothing
-                self._notify()
-                continue
             self.received += len(msgs)
             events = [(msg.subject, msg.data) for msg in msgs]
             # Redeliveries may come out of order: the highest sequence is the position,
