@@ -497,6 +497,33 @@ async def test_an_active_window_back_from_its_journal_tells_its_buyers_again() -
         await shop.stop()
 
 
+async def test_a_window_closed_just_before_a_crash_tells_its_buyers_again() -> None:
+    """A crash at the close (its notices not yet confirmed): when the window starts again
+    its buyers hear again that their reservations were released."""
+    shop = Shop()
+    await shop.start()
+    try:
+        await active_shop(shop, quantity_total=5, min_participants=3)
+        await shop.join("j1", "b1", 1)
+        await shop.join("j2", "b2", 1)
+        shop.peers.silent_kinds.update({"seller", "campaign"})  # the notices stay open
+        await shop.advance_to(EPOCH + EXPIRE_IN)
+        view = await shop.get()
+        assert (view.state, view.outcome) == ("closed", "failed")  # below the tipping point
+        await shop.stop()
+        shop.peers.got.clear()
+        shop.peers.silent_kinds.clear()
+        await shop.start(down_for=1.0)
+        assert shop.peers.of("buyer") == []  # nothing before the window is loaded
+        assert (await shop.get()).state == "closed"
+        await shop.settle()
+        released = [ReservationReleased("P1", "W1", "j1"), ReservationReleased("P1", "W1", "j2")]
+        assert shop.peers.of("buyer", ReservationReleased) == released
+        assert shop.peers.of("buyer", IntentMatched) == []
+    finally:
+        await shop.stop()
+
+
 async def test_a_restart_before_activation_keeps_the_schedule() -> None:
     shop = Shop()
     await shop.start()

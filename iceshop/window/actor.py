@@ -40,10 +40,11 @@ deadline re-fires with backoff until every notice is confirmed, across restarts.
 receivers are idempotent by ``window_id``. Buyers hear about their own reservations
 (``IntentMatched``, ``ReservationReleased``) with ``tell_after_commit``: it is the hot
 path, and a lost one only leaves an intent open. Such a tell dies with the process (or
-between nodes), so a window that comes back from its journal while still selling tells
-each of its buyers again where their reservations stand; the buyer ignores what it
-already knows (it keys them by window and join id). A closed window does not: its
-buyers' intents are settled by their own expiry.
+between nodes), so a window that comes back from its journal while still selling, or
+closed but with notices not yet confirmed (a crash at the close), tells each of its
+buyers again where their reservations stand; the buyer ignores what it already knows
+(it keys them by window and join id). A window closed longer ago stays quiet: a tell
+lost then leaves an intent ``matched`` until its own expiry.
 
 **Audit.** An admin's cancel is audited (``window.cancelled``: the principal that sent
 it, the reason it gave, the window as it stood and what it released) in the cancel's
@@ -214,17 +215,18 @@ class WindowActor(PersistentActor):
         self.w = WindowData.restore(snapshot)
 
     def on_start(self) -> None:
-        """Coming back from the journal while active (after a crash, a passivation or a
-        shard move): tell the buyers again about their reservations (see the module
-        docstring). A window being created has no state yet and tells nothing."""
+        """Coming back from the journal while active, or closed so recently that its
+        notices are not all confirmed (after a crash, a passivation or a shard move):
+        tell the buyers again where their reservations stand (see the module docstring).
+        A window being created has no state yet and tells nothing."""
         w = self.w
-        if w is None or w.state != "active":
+        if w is None or not (w.state == "active" or (w.ended and w.unacked)):
             return
         product_id = w.info.product_id
         for r in w.reservations.values():
             message: IntentMatched | ReservationReleased = (
                 ReservationReleased(product_id, self.key, r.join_id)
-                if r.released
+                if w.status_of(r) == "released"
                 else IntentMatched(product_id, self.key, r.join_id)
             )
             try:
