@@ -47,6 +47,10 @@ _NO_RESPONDERS: Final = "503"  # nobody serves the JetStream API (not enabled, n
 _REQUEST_ENDED: Final = ("Exceeded MaxWaiting", "Leadership Change")
 #: How long stopping the deliveries may take (a round trip) before giving up on it.
 _STOP_TIMEOUT: Final = 2.0
+#: A request whose end never came (its status lost with a connection) is given up this
+#: long after its expiry, so one lost status cannot stall the consumer for good.
+_OVERDUE_MARGIN: Final = 1.0
+_NEXT: Final = "$JS.API.CONSUMER.MSG.NEXT"
 
 
 class PullBatches:
@@ -65,14 +69,7 @@ class PullBatches:
     (or leaving ``async with``) hands back the messages still buffered."""
 
     def __init__(
-        self,
-        transport: NatsTransport,
-        stream: str,
-        durable: str,
-        *,
-        max_batch: int = 256,
-        api_prefix: str = "$JS.API",
-        overdue_margin: float = 1.0,
+        self, transport: NatsTransport, stream: str, durable: str, *, max_batch: int = 256
     ) -> None:
         if max_batch < 1:
             raise ValueError("max_batch must be at least 1")
@@ -80,10 +77,9 @@ class PullBatches:
         self.stream = stream
         self.durable = durable
         self.max_batch = max_batch
-        self.overdue_margin = overdue_margin
         self.requests = 0
         """Pull requests sent so far."""
-        self._next_subject = f"{api_prefix}.CONSUMER.MSG.NEXT.{stream}.{durable}"
+        self._next_subject = f"{_NEXT}.{stream}.{durable}"
         self._inbox = ""
         self._sub: Subscription | None = None
         self._buffer: deque[Msg] = deque()
@@ -95,24 +91,10 @@ class PullBatches:
 
     @classmethod
     async def bind(
-        cls,
-        transport: NatsTransport,
-        stream: str,
-        durable: str,
-        *,
-        max_batch: int = 256,
-        api_prefix: str = "$JS.API",
-        overdue_margin: float = 1.0,
+        cls, transport: NatsTransport, stream: str, durable: str, *, max_batch: int = 256
     ) -> Self:
         """Subscribe to a fresh inbox for the consumer's deliveries."""
-        batches = cls(
-            transport,
-            stream,
-            durable,
-            max_batch=max_batch,
-            api_prefix=api_prefix,
-            overdue_margin=overdue_margin,
-        )
+        batches = cls(transport, stream, durable, max_batch=max_batch)
         await batches._subscribe()
         return batches
 
@@ -176,9 +158,7 @@ class PullBatches:
         await self.transport.publish(self._next_subject, body.encode(), reply=self._inbox)
         self.requests += 1
         self._owed = n
-        # A request whose end never came (its answer lost with a connection) is given
-        # up after this, so one lost status cannot stall the consumer for good.
-        self._overdue_at = now + expires + self.overdue_margin
+        self._overdue_at = now + expires + _OVERDUE_MARGIN
 
     async def _on_msg(self, msg: Msg) -> None:
         if msg.reply:  # a delivery: its reply subject is the ack subject
@@ -231,10 +211,7 @@ class PullBatches:
             self._owed = 0
             buffered = list(self._buffer)
             self._buffer.clear()
-            try:
-                await self.hand_back(buffered)
-            except (nats.errors.Error, OSError, TransportError) as exc:
-                log.debug("pull consumer nak failed", consumer=self._name, error=repr(exc))
+            await self.hand_back(buffered)
             await self.transport.unsubscribe(sub, drain=False)
 
     async def hand_back(self, msgs: list[Msg]) -> None:
@@ -243,12 +220,19 @@ class PullBatches:
         handles acks in order and answers one sent as a request, so one request, last,
         is enough. Waiting matters on an ``AckPolicy.ALL`` consumer: a next binding
         served before the NAKs count would get later messages first, and acking one of
-        those would acknowledge the handed-back ones unseen."""
+        those would acknowledge the handed-back ones unseen.
+
+        Best effort and shielded from cancellation: a failure is logged, and the
+        messages then come back after the consumer's ack wait."""
         if not msgs:
             return
-        for msg in msgs[:-1]:
-            await msg.nak()
-        await self.transport.request(msgs[-1].reply, b"-NAK", timeout=_STOP_TIMEOUT)
+        with anyio.CancelScope(shield=True):
+            try:
+                for msg in msgs[:-1]:
+                    await msg.nak()
+                await self.transport.request(msgs[-1].reply, b"-NAK", timeout=_STOP_TIMEOUT)
+            except (nats.errors.Error, OSError, TransportError) as exc:
+                log.debug("pull consumer nak failed", consumer=self._name, error=repr(exc))
 
     async def _stop_deliveries(self, sub: Subscription) -> None:
         """Have the server stop delivering to the inbox, and take in what it sent before.

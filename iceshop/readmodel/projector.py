@@ -43,7 +43,6 @@ import nats.errors
 import nats.js.errors
 import structlog
 from anyio.abc import TaskStatus
-from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 
 from actors.errors import JournalUnavailable, RequestTimeout, TransportError
@@ -206,7 +205,9 @@ class Projector:
             try:
                 result = await self.store.apply(events, StreamPosition(self.stream, top))
             except BaseException:
-                await self._nak(psub, msgs)
+                # Back before anything later: on this AckPolicy.ALL consumer, a later
+                # message served first and acked would acknowledge them unapplied.
+                await psub.hand_back(msgs)
                 raise
             with mapped_errors("read model ack"):
                 await msgs[last].ack()
@@ -217,17 +218,6 @@ class Projector:
                 # moment so a busy window costs one fetch and one commit per batch
                 # rather than per event (the lists lag by at most ``linger``).
                 await anyio.sleep(self.linger)
-
-    @staticmethod
-    async def _nak(psub: PullBatches, msgs: list[Msg]) -> None:
-        """Hand fetched messages back for redelivery now (best effort), and wait until the
-        server took them back: on this ``AckPolicy.ALL`` consumer, a later message served
-        first and acked would acknowledge them unapplied."""
-        with anyio.CancelScope(shield=True):
-            try:
-                await psub.hand_back(msgs)
-            except (nats.errors.Error, OSError, TransportError) as exc:
-                _log.debug("read model nak failed", error=repr(exc))
 
     # -- waiting for the projection ---------------------------------------------------------
 
