@@ -641,12 +641,10 @@ def report_crowd(r: CrowdResult, sizes: Sizes, echo: Echo = print) -> bool:
 def _report_budget(r: CrowdResult, echo: Echo) -> None:
     """CPU per reply of each process, ours and the ceiling's: where the machine's cores
     went (every figure is a process's CPU seconds over the replies its run got)."""
-    ours = {
-        "node": r.node_cpu_s,
-        "projector": r.projector_cpu_s,
-        "nats-server": r.server_cpu_s,
-        "load generator": r.load.cpu_s,
-    }
+    ours = {"node": r.node_cpu_s}
+    if r.readmodel_projector == "external":  # else its CPU is the node's
+        ours["projector"] = r.projector_cpu_s
+    ours |= {"nats-server": r.server_cpu_s, "load generator": r.load.cpu_s}
     _budget_lines("crowd", ours, r.load.replies, echo)
     if r.ceiling is not None:
         noop = {
