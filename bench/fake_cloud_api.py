@@ -24,6 +24,7 @@ test) that is a request the provider never took.
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -221,6 +222,21 @@ class FakeCloudApi:
                 start += 1
             best = max(best, end - start + 1)
         return best
+
+    def per_second(self) -> list[int]:
+        """Requests that arrived in each whole second after the first arrival, which is
+        the reference and counted in none: ``(0, 1]``, ``(1, 2]``, ... (the last second
+        may be partial). Like ``(n - 1) / (last - first)``, this counts the intervals
+        after the first request, so a steady ``r`` per second gives ``r`` per window
+        however long the first request took to arrive (its connection is opened)."""
+        if not self.arrivals:
+            return []
+        first = min(self.arrivals)
+        counts = [0] * max(1, math.ceil(max(self.arrivals) - first))
+        for t in self.arrivals:
+            if t > first:
+                counts[math.ceil(t - first) - 1] += 1
+        return counts
 
     # -- serving ------------------------------------------------------------------------
 

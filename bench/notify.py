@@ -11,11 +11,16 @@ with its store (a JetStream key-value bucket) and contract events.
   baseline, measured in the same run on a fresh server: a bare pull consumer that only
   fetches the same requests and acknowledges each (the floor of any JetStream worker).
 * **cloud**: ``m`` requests through the ``whatsapp`` provider against the local fake
-  Cloud API (HTTP on loopback), at the default limit of 80 messages/s: the sustained
-  rate (accepted messages over the time from the first to the last) and the most
-  requests the fake saw in any one-second window, which must not exceed 80 (counted over
-  0.95 s to allow for network jitter between send and arrival). The baseline is the limit
-  itself: the sustained rate should be close to it, never above.
+  Cloud API (HTTP on loopback), at the default limit of 80 messages/s. The fake's arrival
+  times after the first are cut into whole seconds from the first
+  (:meth:`~bench.fake_cloud_api.FakeCloudApi.per_second`): the sustained rate is the mean
+  of the complete seconds and the busiest second is the largest of them. The run fails
+  if any second, whole or sliding, holds more than 81 (departures are 1/80 s apart at
+  least; latency jitter can move one arrival across a window's edge). The baseline is
+  the limit itself: the sustained rate should be close to it, never above.
+* **cloud x2**: the same with two notifiers on the one sending number, each configured
+  for the full limit: only the holder of the number's send lease sends, so together
+  they keep the limit (without the lease they would send twice as fast).
 
     python -m bench.notify [--quick]
 
@@ -96,28 +101,34 @@ async def publish(transport: NatsTransport, n: int, run: str) -> list[str]:
 
 
 async def drain(
-    transport: NatsTransport, provider: Provider, rate: float, n: int
-) -> tuple[Notifier, float]:
-    """Run a notifier until ``n`` requests are sent; seconds from start to the last."""
-    notifier = Notifier(
-        transport,
-        NotificationStore(transport),
-        provider,
-        limiter=RateLimiter(RealClock(), rate_per_s=rate),
-        backoff=Backoff(base=0.05, cap=1.0),
-        concurrency=CONCURRENCY,
-        fetch_timeout=0.2,
-    )
+    transport: NatsTransport, provider: Provider, rate: float, n: int, notifiers: int = 1
+) -> tuple[list[Notifier], float]:
+    """Run ``notifiers`` notifiers until ``n`` requests are sent; seconds from start to
+    the last."""
+    running = [
+        Notifier(
+            transport,
+            NotificationStore(transport),
+            provider,
+            limiter=RateLimiter(RealClock(), rate_per_s=rate),
+            backoff=Backoff(base=0.05, cap=1.0),
+            concurrency=CONCURRENCY,
+            fetch_timeout=0.2,
+        )
+        for _ in range(notifiers)
+    ]
     async with anyio.create_task_group() as tg:
         start = time.perf_counter()
-        await tg.start(notifier.run)
+        for notifier in running:
+            await tg.start(notifier.run)
         with anyio.fail_after(max(60.0, 4 * n / rate)):
-            await notifier.idle()
+            await running[0].idle()
         elapsed = time.perf_counter() - start
         tg.cancel_scope.cancel()
-    if notifier.stats.sent != n:
-        raise BenchError(f"sent {notifier.stats.sent} of {n}")
-    return notifier, elapsed
+    sent = sum(notifier.stats.sent for notifier in running)
+    if sent != n:
+        raise BenchError(f"sent {sent} of {n}")
+    return running, elapsed
 
 
 async def bare_consume(url: str, n: int) -> float:
@@ -148,7 +159,7 @@ async def bench_log(url: str, workdir: Path, n: int) -> float:
     return n / elapsed
 
 
-async def bench_cloud(url: str, n: int) -> float:
+async def bench_cloud(url: str, n: int, notifiers: int = 1) -> float:
     async with NatsTransport(url) as transport, FakeCloudApi() as api:
         ids = await publish(transport, n, "c")
         async with WhatsAppProvider(
@@ -158,18 +169,31 @@ async def bench_cloud(url: str, n: int) -> float:
             api_version=api.version,
             max_connections=CONCURRENCY,
         ) as provider:
-            await drain(transport, provider, LIMIT, n)
+            running, _ = await drain(transport, provider, LIMIT, n, notifiers)
     counts = Counter(api.accepted_ids())
-    if sorted(counts) != sorted(ids) or set(counts.values()) != {1}:
+    if set(counts) != set(ids) or set(counts.values()) != {1}:
         raise BenchError("the fake Cloud API did not receive every notification exactly once")
-    first = min(a.arrived for a in api.accepted)
-    last = max(a.arrived for a in api.accepted)
-    sustained = (n - 1) / (last - first)
-    busiest = api.max_in_window(0.95)
-    print(figure(f"notify cloud: {n} notifications, limit {LIMIT:g}/s", sustained, "messages/s"))
-    print(figure("notify cloud: most requests in any 1 s window", busiest, "requests"), flush=True)
-    if busiest > LIMIT:
-        raise BenchError(f"rate limit exceeded: {busiest} requests within a second")
+    seconds = api.per_second()
+    whole = seconds[:-1] or seconds  # the last second is partial
+    sustained = sum(whole) / len(whole)
+    busiest = max(whole)
+    sliding = api.max_in_window(1.0)
+    what = f"notify cloud x{notifiers}" if notifiers > 1 else "notify cloud"
+    print(
+        figure(
+            f"{what}: {n} notifications, limit {LIMIT:g}/s, mean of {len(whole)} whole seconds",
+            sustained,
+            "messages/s",
+        )
+    )
+    print(figure(f"{what}: busiest whole second", busiest, "requests"), flush=True)
+    if notifiers > 1:
+        split = ", ".join(str(notifier.stats.sent) for notifier in running)
+        print(f"  {what}: sent by each notifier: {split}", flush=True)
+    # Departures are at least 1/LIMIT apart; an arrival window gains at most one from
+    # latency jitter at its edge.
+    if busiest > LIMIT + 1 or sliding > LIMIT + 1:
+        raise BenchError(f"rate limit exceeded: {max(busiest, sliding)} requests within a second")
     return sustained
 
 
@@ -184,6 +208,9 @@ async def main_async(quick: bool, workdir: Path) -> None:
     with NatsServer(jetstream=True, store_dir=workdir / "js2") as server:
         sustained = await bench_cloud(server.url, CLOUD_N_QUICK if quick else CLOUD_N)
     print(ratio("notify cloud vs its limit", sustained, LIMIT, "limit"), flush=True)
+    with NatsServer(jetstream=True, store_dir=workdir / "js3") as server:
+        both = await bench_cloud(server.url, CLOUD_N_QUICK if quick else CLOUD_N, notifiers=2)
+    print(ratio("notify cloud x2 vs its limit", both, LIMIT, "limit"), flush=True)
 
 
 def main(argv: list[str] | None = None) -> int:

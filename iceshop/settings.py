@@ -89,9 +89,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: How buyers are reached: "log" (writes what would be sent to
     #: <data_dir>/notifications.jsonl; development), "whatsapp", "webhook".
     notify_provider: Literal["log", "whatsapp", "webhook"] = "log"
-    #: Sends per second from one sending number, PER NOTIFIER PROCESS: with N processes
-    #: sharing a number, set it to the number's limit divided by N.
+    #: Sends per second from one sending number, however many notifiers run: only the
+    #: holder of the number's send lease sends (the others stand by).
     notify_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 80.0
+    #: The send lease's lifetime: a standby takes over this long after the holder's last
+    #: renewal (the holder stops sending a quarter of it earlier); a stop hands it over at
+    #: once.
+    notify_lease_ttl_s: Seconds = 6.0
     #: Minimum time between two messages to one recipient (WhatsApp's pair rate).
     notify_recipient_spacing_s: Annotated[float, msgspec.Meta(ge=0)] = 6.0
     #: Attempts before a notification becomes a dead letter.

@@ -54,17 +54,20 @@ async def publish_requests(
     *,
     prefix: str = "iceshop",
     extra: dict[str, Any] | None = None,
+    drop: tuple[str, ...] = (),
     msg_id_suffix: str = "",
 ) -> None:
     """Publish as the product's outbox does (``Nats-Msg-Id`` = the event id); ``extra``
-    adds fields to ``data``; ``msg_id_suffix`` defeats the stream's de-duplication (a
-    duplicate request arriving later than its window)."""
+    adds fields to ``data`` and ``drop`` removes some; ``msg_id_suffix`` defeats the
+    stream's de-duplication (a duplicate request arriving later than its window)."""
     js = transport.jetstream()
     for request in requests:
         event_id, body = notification_payload(request)
-        if extra:
+        if extra or drop:
             raw = msgspec.json.decode(body)
-            raw["data"].update(extra)
+            raw["data"].update(extra or {})
+            for field in drop:
+                del raw["data"][field]
             body = msgspec.json.encode(raw)
         await js.publish(
             notification_subject(request.notification_id, prefix),

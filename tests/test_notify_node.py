@@ -15,9 +15,10 @@ import pytest
 import structlog
 
 from actors.nats import NatsServer, NatsTransport
+from bench.fake_cloud_api import FakeCloudApi
 from iceshop.cli import main
 from iceshop.node import ShopNode
-from iceshop.notify import LOG_FILE
+from iceshop.notify import LOG_FILE, REQUEST_STREAM
 from iceshop.notify.receiver import sign_body
 from iceshop.notify.service import open_provider, whatsapp_token
 from iceshop.settings import Settings
@@ -88,6 +89,7 @@ async def test_the_node_notifies_opted_in_buyers_through_the_log(
         await a_window_for_two_buyers(Client(t))
         with anyio.fail_after(15):
             await events.wait_for(1)
+            await node.notifier.idle()
         (event,) = events.events
         assert event["type"] == "sent"
         assert event["data"]["buyer_id"] == "B1"
@@ -101,6 +103,39 @@ async def test_the_node_notifies_opted_in_buyers_through_the_log(
     assert logged["to"] == "+905550000001"
     assert logged["locale"] == "tr"
     assert logged["text"].startswith("Flaş satış başladı: P1, tanesi")  # noqa: RUF001
+
+
+@pytest.mark.anyio
+async def test_a_buyer_registered_without_opt_in_never_reaches_the_provider(
+    nats_server: NatsServer, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with FakeCloudApi() as api:
+        monkeypatch.setenv("ICESHOP_WHATSAPP_TOKEN", api.token)
+        settings = node_settings(
+            nats_server,
+            tmp_path,
+            notify_provider="whatsapp",
+            whatsapp_api_base=api.base,
+            whatsapp_api_version=api.version,
+            whatsapp_phone_number_id=api.phone_number_id,
+        )
+        async with ShopNode(settings) as node, NatsTransport(nats_server.url) as t:
+            assert node.notifier is not None
+            events = EventLog()
+            await events.subscribe(t)
+            await a_window_for_two_buyers(Client(t))  # B1 opted in, B2 did not
+            with anyio.fail_after(15):
+                await events.wait_for(1)
+                await node.notifier.idle()
+            requests = await t.jetstream().stream_info(REQUEST_STREAM)
+            stats = node.notifier.stats
+        assert [e["data"]["buyer_id"] for e in events.events] == ["B1"]
+        assert [e["type"] for e in events.events] == ["sent"]
+        assert [a.to for a in api.accepted] == ["905550000001"]
+        assert len(api.arrivals) == 1
+        # The product asked for B1 only, with the opt-in: nothing was refused either.
+        assert requests.state.messages == 1
+        assert (stats.received, stats.sent, stats.refused) == (1, 1, 0)
 
 
 @pytest.mark.anyio

@@ -117,13 +117,15 @@ def test_product_requests_decode_and_unknown_fields_are_ignored() -> None:
     event = decode_request(body)
     assert event.seq == 1
     assert event.data.notification_id == "nabc"
-    assert event.data.whatsapp_opt_in is None  # the product filters; it does not say
+    assert event.data.whatsapp_opt_in is True  # the product asks for opted-in buyers only
     assert parse_time(event.data.expires_at) == 1_800_000_900.0
 
     raw = msgspec.json.decode(body)
     raw["data"]["whatsapp_opt_in"] = False
     raw["data"]["something_new"] = 1
     assert decode_request(msgspec.json.encode(raw)).data.whatsapp_opt_in is False
+    del raw["data"]["whatsapp_opt_in"]
+    assert decode_request(msgspec.json.encode(raw)).data.whatsapp_opt_in is None
     with pytest.raises(msgspec.DecodeError):
         decode_request(b'{"event_id": "x"}')
 
@@ -353,3 +355,16 @@ def test_burst_lets_that_many_go_at_once_then_paces() -> None:
     assert slots == pytest.approx([10.0, 10.0, 10.0, 10.1, 10.2, 10.3])
     with pytest.raises(ValueError):
         RateLimiter(clock, rate_per_s=0)
+
+
+@pytest.mark.parametrize("burst", [1, 3])
+def test_a_new_lease_holder_waits_one_interval_before_its_first_send(burst: int) -> None:
+    clock = VirtualClock(start=10.0)
+    limiter = RateLimiter(clock, rate_per_s=10.0, burst=burst)
+    limiter.hold_off("n")  # just took the send lease: the previous holder sent until now
+    slots = [limiter.book("n", f"r{i}") for i in range(3)]
+    # As if the previous holder had emptied the bucket: it refills at the rate.
+    assert slots == pytest.approx([10.1, 10.2, 10.3])
+    # A hold-off never moves a schedule that is already later.
+    limiter.hold_off("n")
+    assert limiter.book("n", "r3") >= slots[-1]

@@ -3,9 +3,9 @@
 ::
 
     product ──outbox──► ICESHOP_NOTIFICATIONS (<prefix>.notifications.<id>.requested)
-                              │ durable pull consumer "iceshop-notifier", shared by
-                              ▼ every notifier process (in the node, or `iceshop notifier`)
-                          Notifier ── claim ──► ICESHOP_NOTIFY key-value bucket
+                              │ durable pull consumer "iceshop-notifier", bound by the
+                              ▼ notifier holding the sending number's send lease
+                          Notifier ── lease, claim ──► ICESHOP_NOTIFY key-value bucket
                               │ templates (tr, en) ─► rate limit ─► Provider.send
                               │                                     (log | whatsapp | webhook)
                               ▼
@@ -18,6 +18,7 @@ through :meth:`NotificationStore.apply_status`. See ``docs/notifications.md``.
 from __future__ import annotations
 
 from iceshop.notify.events import NotificationOutcome, outcome_event
+from iceshop.notify.lease import SendLease
 from iceshop.notify.log_provider import LOG_FILE, LoggedMessage, LogProvider
 from iceshop.notify.provider import (
     Outbound,
@@ -70,6 +71,7 @@ __all__ = [
     "RateLimiter",
     "RetryableSendError",
     "SendError",
+    "SendLease",
     "Sent",
     "Settled",
     "StatusUpdate",

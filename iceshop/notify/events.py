@@ -9,6 +9,14 @@ after a crash or a duplicate request publishes the same id again, which the even
 stream drops within its duplicate window; after that window a consumer may see it
 twice (delivery is at least once, and the id tells copies apart).
 
+**A failure after ``sent``.** The provider may report a message it accepted as
+``failed`` later (a delivery-status callback). That changes the record's state, not the
+verdict, and is announced by an event of its own: type ``failed``, ``seq`` 3, ``event_id``
+``notification.<id>.3``, with the provider's error code and title
+(:func:`late_failure_event`). It is published once the status is stored and then marked
+in the record, so a duplicate or repeated callback announces it again only until the
+mark is written (and with the same id, which the event stream drops).
+
 ``data``::
 
     notification_id, buyer_id, window_id, product_id, channel (the provider),
@@ -25,9 +33,18 @@ import msgspec
 from iceshop.notify.store import NotificationRecord
 from iceshop.wire import Event, encode, event_subject, format_time
 
-__all__ = ["OUTCOME_SEQ", "NotificationOutcome", "outcome_event", "verdict"]
+__all__ = [
+    "LATE_FAILURE_SEQ",
+    "OUTCOME_SEQ",
+    "NotificationOutcome",
+    "late_failure_event",
+    "needs_late_failure_event",
+    "outcome_event",
+    "verdict",
+]
 
 OUTCOME_SEQ: Final = 2
+LATE_FAILURE_SEQ: Final = 3
 
 
 class NotificationOutcome(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,3 +92,34 @@ def outcome_event(record: NotificationRecord, prefix: str, now: float) -> tuple[
     at = record.decided_at or record.status_at or now
     body = Event(event_id=event_id, type=kind, at=format_time(at), seq=OUTCOME_SEQ, data=data)
     return event_subject("notification", nid, kind, prefix), event_id, encode(body)
+
+
+def needs_late_failure_event(record: NotificationRecord) -> bool:
+    """The notification was announced ``sent`` and the provider since said ``failed``,
+    which is not announced yet."""
+    return record.outcome == "sent" and record.state == "failed" and not record.failure_announced
+
+
+def late_failure_event(
+    record: NotificationRecord, prefix: str, now: float
+) -> tuple[str, str, bytes]:
+    """``(subject, event_id, body)`` announcing that the provider failed a message it had
+    accepted (see the module docstring)."""
+    nid = record.notification_id
+    event_id = f"notification.{nid}.{LATE_FAILURE_SEQ}"
+    data = NotificationOutcome(
+        notification_id=nid,
+        buyer_id=record.buyer_id,
+        window_id=record.window_id,
+        product_id=record.product_id,
+        channel=record.provider,
+        attempts=sum(1 for a in record.attempts if a.outcome != "in_doubt"),
+        message_id=record.message_id,
+        error_code=record.error_code,
+        reason=record.reason or None,
+    )
+    at = record.status_at or now
+    body = Event(
+        event_id=event_id, type="failed", at=format_time(at), seq=LATE_FAILURE_SEQ, data=data
+    )
+    return event_subject("notification", nid, "failed", prefix), event_id, encode(body)

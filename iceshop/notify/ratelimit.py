@@ -20,11 +20,13 @@ only then, so a recipient who must wait never holds up the others.
 booked in time order, so the map is kept in that order and pruned from its old end on
 every booking: memory stays at most ``rate * (spacing + backlog)`` entries.
 
-**Per process.** The schedule lives in one process. When N notifier processes share one
-phone number, give each ``notify_rate_per_s = limit / N`` (the default 80 assumes a
-single notifier); the per-recipient spacing is then kept per process, and is only
-approximate across processes (a recipient gets one notification per window, so it
-rarely matters).
+**Across processes.** The schedule lives in one process, and one process at a time
+sends from a number: the holder of the number's send lease (:mod:`iceshop.notify.lease`).
+Every other notifier (in other nodes, other ``iceshop notifier`` processes) stands by, so
+``rate_per_s`` is the number's limit however many run, and the per-recipient spacing is
+exact too, except across a takeover (the new holder does not know the old one's
+recipients). A new holder calls :meth:`RateLimiter.hold_off` so its first send keeps one
+interval from the previous holder's last.
 
 Time comes from the runtime's :class:`~actors.clock.Clock` (its monotonic reading), so
 tests run it on a :class:`~actors.clock.VirtualClock`: move the clock, then call
@@ -112,6 +114,14 @@ class RateLimiter:
             recipients.move_to_end(recipient)
             self._prune(recipients, now)
         return slot
+
+    def hold_off(self, sender: str) -> None:
+        """Treat ``sender``'s bucket as emptied just now (no slot before one interval
+        from now, then the rate): called when this process takes the send lease over,
+        since the previous holder may have sent until then."""
+        number = self._number(sender)
+        now = self.clock.monotonic()
+        number.tat = max(number.tat, now + self.burst * self.interval)
 
     @staticmethod
     def _prune(recipients: OrderedDict[str, float], now: float) -> None:

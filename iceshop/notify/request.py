@@ -8,9 +8,11 @@ are ignored (a newer product may add some; a request is never refused for that),
 ``whatsapp_opt_in`` is read when present.
 
 Consent: the product asks only for buyers who opted in (it filters on the buyer's
-``whatsapp_opt_in`` when it records the request), and today's requests do not carry the
-flag. A request that does carry it and says ``false`` is refused by the notifier as
-well, so consent is checked twice whenever it can be.
+``whatsapp_opt_in`` when it records the request) and says so in the request
+(``whatsapp_opt_in: true``). The notifier sends only when the request says ``true``: a
+request that says ``false``, or does not say (a product that predates the field, or
+another publisher), is refused and recorded ``failed`` without a send, so consent is
+checked on both sides.
 """
 
 from __future__ import annotations
@@ -46,7 +48,7 @@ class NotifyRequest(msgspec.Struct, frozen=True, kw_only=True):
     activates_at: str = ""
     expires_at: str
     whatsapp_opt_in: bool | None = None
-    """``None``: the request does not say (the product filtered already)."""
+    """``None``: the request does not say; refused like ``False``."""
 
 
 class RequestEvent(msgspec.Struct, frozen=True, kw_only=True):

@@ -29,6 +29,7 @@ import structlog
 
 from actors.clock import Clock, RealClock
 from actors.nats import NatsTransport
+from actors.tracing import Tracer
 from iceshop.notify.log_provider import LOG_FILE, LogProvider
 from iceshop.notify.provider import Provider
 from iceshop.notify.ratelimit import RateLimiter
@@ -147,6 +148,7 @@ def build_notifier(
     settings: Settings,
     *,
     clock: Clock | None = None,
+    tracer: Tracer | None = None,
 ) -> Notifier:
     """A notifier on ``transport`` sending through ``provider`` (already entered)."""
     clock = clock if clock is not None else RealClock()
@@ -186,6 +188,8 @@ def build_notifier(
         template=settings.whatsapp_template,
         claim_ttl=settings.notify_claim_ttl_s,
         concurrency=settings.notify_concurrency,
+        lease_ttl=settings.notify_lease_ttl_s,
+        tracer=tracer,
     )
 
 
@@ -196,13 +200,23 @@ async def start_notifier(
     *,
     clock: Clock | None = None,
     wait: bool = False,
+    tracer: Tracer | None = None,
 ) -> Notifier:
     """Open the provider and run a notifier, both on ``stack`` (left in reverse: the
     notifier stops before its provider closes). The notifier waits for its stream if
-    no node created it yet; with ``wait`` this returns only once it is consuming."""
+    no node created it yet; with ``wait`` this returns only once it is consuming (or
+    standing by: another notifier holds the send lease).
+
+    ``tracer``: the node's, for a span per notification; without one, a notifier
+    process whose settings ask for traces (``trace_exporter``) opens its own."""
+    if tracer is None and settings.trace_exporter != "none":
+        # Imported only when tracing: OpenTelemetry is not loaded otherwise.
+        from iceshop.observability.tracing import open_tracer
+
+        tracer = await open_tracer(stack, settings, settings.node_id)
     provider = await stack.enter_async_context(await open_provider(settings))
     secrets = await receiver_secrets(settings) if settings.status_webhook_port else None
-    notifier = build_notifier(transport, provider, settings, clock=clock)
+    notifier = build_notifier(transport, provider, settings, clock=clock, tracer=tracer)
     tg = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(tg.cancel_scope.cancel)
     if wait:
@@ -210,10 +224,9 @@ async def start_notifier(
     else:
         tg.start_soon(notifier.run)
     if secrets is not None:
-        store = notifier.store
 
         async def on_status(update: StatusUpdate) -> None:
-            await store.apply_status(update)
+            await notifier.apply_status(update)
 
         app_secret, verify_token = secrets
         receiver = StatusReceiver(

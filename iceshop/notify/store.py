@@ -23,7 +23,9 @@ changes nothing it should not.
 
 ``outcome`` is separate from ``state``: it is the notifier's own verdict (``sent``,
 ``failed`` or ``dead``), the one the contract event announces. A later ``failed``
-status from the provider changes ``state``, never ``outcome``.
+status from the provider changes ``state``, never ``outcome``; the notifier announces it
+with an event of its own and then sets ``failure_announced``
+(:mod:`iceshop.notify.events`).
 
 **Claims.** Before sending, a notifier claims the notification (:meth:`claim`): it
 creates the record, or updates it at the revision it read, setting ``claimed_by`` and
@@ -149,6 +151,9 @@ class NotificationRecord(msgspec.Struct, frozen=True, kw_only=True):
     """When ``outcome`` was decided (the event's ``at``)."""
     status_at: float | None = None
     """When the provider's latest status was stamped."""
+    failure_announced: bool = False
+    """A ``failed`` status that came after the ``sent`` verdict has been announced (its
+    own event, ``seq`` 3); set after the publish, so the announcement is at least once."""
 
     @property
     def settled(self) -> bool:
@@ -524,6 +529,16 @@ class NotificationStore:
             except _Conflict:
                 continue
         raise TransportError(f"message link {message_id}: too many concurrent writes")
+
+    async def mark_failure_announced(self, notification_id: str) -> None:
+        """Note that the late ``failed`` of ``notification_id`` has been announced."""
+
+        def change(current: NotificationRecord | None) -> NotificationRecord | None:
+            if current is None or current.failure_announced:
+                return None
+            return msgspec.structs.replace(current, failure_announced=True)
+
+        await self._mutate_record(notification_id, change)
 
     # -- the provider's side ------------------------------------------------------------
 

@@ -2,8 +2,8 @@
 
 ::
 
-    ICESHOP_NOTIFICATIONS ──► durable pull consumer "iceshop-notifier" (shared by every
-      <prefix>.notifications.*.requested      notifier process: each request goes to one)
+    ICESHOP_NOTIFICATIONS ──► durable pull consumer "iceshop-notifier" (bound by the
+      <prefix>.notifications.*.requested      notifier holding the send lease)
             │ fetch (at most ``concurrency`` held at a time)
             ▼
     claim in the store ──► opt-in ──► rate limit ──► provider.send ──► record ──► event ──► ack
@@ -11,12 +11,20 @@
         │ busy: NAK until the claim ends permanent: ``failed`` + event + ack
                                           exhausted: ``dead`` + event + term
 
-Scale-out is JetStream's: every notifier process binds the same durable consumer, and
-the server hands each request to one of them. A request that is not acknowledged (the
-notifier died, hung, or NAK'ed it) comes back after its delay, to any of them; so a
-retry is durable, and the backoff survives a restart. ``ack_wait`` equals the claim
-TTL: a request redelivered while its first notifier still works finds a fresh claim
-and waits instead of sending twice.
+(The opt-in check comes first, before the claim: a request without the buyer's opt-in
+is recorded ``failed`` and never claimed.)
+
+One sender at a time: the notifiers (one in each node, and any ``iceshop notifier``
+processes) compete for the send lease of their sending number (:mod:`iceshop.notify.lease`);
+only the holder binds the consumer and sends, so one rate limiter paces every message
+from the number. The others stand by and take over when the holder stops (it releases
+the lease) or dies (the lease lapses). Without a lease (``lease_ttl=None``) every notifier
+binds the same durable consumer and the server hands each request to one of them.
+
+A request that is not acknowledged (the notifier died, hung, or NAK'ed it) comes back
+after its delay; so a retry is durable, and the backoff survives a restart and a
+takeover. ``ack_wait`` equals the claim TTL: a request redelivered while its first
+notifier still works finds a fresh claim and waits instead of sending twice.
 
 Exactly once, as far as it goes: the store's compare-and-set claim means two notifiers
 never send one notification at the same time, and a ``sent`` record means never again.
@@ -39,6 +47,7 @@ import os
 import re
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Final
 
 import anyio
@@ -54,7 +63,9 @@ from actors.clock import Clock, RealClock
 from actors.errors import RequestTimeout, TransportError
 from actors.nats import NatsTransport, PullBatches, mapped_errors
 from actors.nats.pull import run_pull_consumer
-from iceshop.notify.events import outcome_event
+from actors.tracing import Span, Tracer
+from iceshop.notify.events import late_failure_event, needs_late_failure_event, outcome_event
+from iceshop.notify.lease import SendLease
 from iceshop.notify.provider import (
     Outbound,
     PermanentSendError,
@@ -76,6 +87,7 @@ from iceshop.notify.store import (
     NotificationRecord,
     NotificationStore,
     Settled,
+    StatusUpdate,
 )
 from iceshop.notify.templates import DEFAULT_TEMPLATE, render
 from iceshop.wire import DEFAULT_PREFIX, EVENT_STREAM
@@ -142,6 +154,8 @@ class Notifier:
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
         worker: str | None = None,
+        lease_ttl: float | None = 6.0,
+        tracer: Tracer | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -167,6 +181,11 @@ class Notifier:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.worker = worker or worker_id()
+        self.lease_ttl = lease_ttl
+        """Seconds of the send lease (``None``: none; this notifier sends regardless)."""
+        self.lease: SendLease | None = None
+        self.tracer = tracer
+        """Starts a span per request handled (``None``: no tracing)."""
         self.stats = NotifierStats()
         self._slots = anyio.Semaphore(concurrency)
         self._sending: set[str] = set()
@@ -177,7 +196,64 @@ class Notifier:
 
     async def run(self, *, task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED) -> None:
         """Notify until cancelled. With ``task_group.start`` it returns once the consumer
-        is bound (after the request stream exists)."""
+        is bound (after the request stream exists), or once this notifier stands by
+        because another one holds the send lease.
+
+        With a send lease (``lease_ttl``), the notifier first takes its sending number's
+        lease (:mod:`iceshop.notify.lease`) and consumes only while it holds it; losing
+        it stops the consumer (requests in hand are handed back, sends in flight are
+        recorded) and the notifier stands by again. Stopping releases the lease."""
+        if self.lease_ttl is None:
+            await self._run_consumer(task_status=task_status)
+            return
+        lease = await self._open_lease()
+        started = False
+
+        def ready() -> None:
+            nonlocal started
+            if not started:
+                started = True
+                task_status.started()
+
+        def standby() -> None:
+            log.info("notifier stands by: another holds the send lease", worker=self.worker)
+            ready()
+
+        try:
+            while True:
+                await lease.acquire(on_standby=standby)
+                self.limiter.hold_off(self.provider.sender)
+                async with anyio.create_task_group() as tg:
+
+                    async def keep(scope: anyio.CancelScope = tg.cancel_scope) -> None:
+                        await lease.hold()
+                        scope.cancel()  # lost: stop consuming, stand by again
+
+                    tg.start_soon(keep)
+                    tg.start_soon(self._run_consumer_then, ready)
+        finally:
+            # After the consumer's task group: sends in flight are recorded by now.
+            await lease.release()
+
+    async def _run_consumer_then(self, ready: Callable[[], None]) -> None:
+        await self._run_consumer(on_bound=ready)
+
+    async def _run_consumer(
+        self,
+        *,
+        on_bound: Callable[[], None] | None = None,
+        task_status: TaskStatus[None] = anyio.TASK_STATUS_IGNORED,
+    ) -> None:
+        def on_ready() -> None:
+            log.info(
+                "notifier ready",
+                worker=self.worker,
+                provider=self.provider.name,
+                consumer=self.durable,
+            )
+            if on_bound is not None:
+                on_bound()
+
         await run_pull_consumer(
             self._subscribe,
             self._consume,
@@ -185,14 +261,35 @@ class Notifier:
             stream=self.stream,
             retry_initial=self.retry_initial,
             retry_max=self.retry_max,
-            on_ready=lambda: log.info(
-                "notifier ready",
-                worker=self.worker,
-                provider=self.provider.name,
-                consumer=self.durable,
-            ),
+            on_ready=on_ready,
             task_status=task_status,
         )
+
+    async def _open_lease(self) -> SendLease:
+        """Open the store (retrying while NATS is away) and make this notifier's lease."""
+        delay = self.retry_initial
+        while True:
+            try:
+                await self.store.open()
+                break
+            except TransportError as exc:
+                log.warning("notifier store unavailable; retrying", error=repr(exc))
+            await anyio.sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+        assert self.lease_ttl is not None
+        self.lease = SendLease(
+            self.store.kv,
+            sender=self.provider.sender,
+            owner=self.worker,
+            clock=self.clock,
+            ttl=self.lease_ttl,
+            api_timeout=self.api_timeout,
+        )
+        return self.lease
+
+    def may_send(self) -> bool:
+        """True unless this notifier runs under a send lease it does not hold."""
+        return self.lease_ttl is None or (self.lease is not None and self.lease.owns())
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -283,6 +380,28 @@ class Notifier:
     # -- one request ----------------------------------------------------------------------
 
     async def _handle(self, msg: Msg) -> None:
+        """One request, in a span of its own when tracing (a child of the request's
+        ``traceparent`` when it carries one, else the root of a new trace)."""
+        tracer = self.tracer
+        if tracer is None:
+            await self._handle_request(msg, None)
+            return
+        span = tracer.start(
+            "notify",
+            msg.headers or None,
+            {"messaging.destination.name": msg.subject, "notify.worker": self.worker},
+            "consumer",
+        )
+        try:
+            await self._handle_request(msg, span)
+        except BaseException as exc:
+            if span is not None:
+                span.end(exc)
+            raise
+        if span is not None:
+            span.end()
+
+    async def _handle_request(self, msg: Msg, span: Span | None) -> None:
         self.stats.received += 1
         try:
             request = decode_request(msg.data).data
@@ -295,6 +414,8 @@ class Notifier:
             log.error("notification request with a bad id", subject=msg.subject)
             await self._settle_msg(msg, "term")
             return
+        if span is not None:
+            span.set_attribute("notification.id", nid)
         try:
             await self._process(msg, request)
         except anyio.get_cancelled_exc_class():
@@ -320,10 +441,15 @@ class Notifier:
             product_id=request.product_id,
             provider=self.provider.name,
         )
-        if request.whatsapp_opt_in is False:
-            record = await self.store.refuse(template, at=now, reason="buyer has not opted in")
+        if request.whatsapp_opt_in is not True:
+            reason = (
+                "buyer has not opted in"
+                if request.whatsapp_opt_in is False
+                else "request does not carry the buyer's opt-in"
+            )
+            record = await self.store.refuse(template, at=now, reason=reason)
             self.stats.refused += 1
-            log.info("notification refused: no opt-in", notification_id=nid)
+            log.info("notification refused: no opt-in", notification_id=nid, reason=reason)
             await self._announce(record)
             await self._settle_msg(msg, "ack")
             return
@@ -347,10 +473,16 @@ class Notifier:
             return
         outbound = render(request, self.template)
         await self.limiter.acquire(self.provider.sender, outbound.to)
+        nid = request.notification_id
+        if not self.may_send():
+            # The send lease ended while this waited for its slot: another notifier may
+            # be sending from the number now. Hand the request back unsent.
+            await self.store.release(nid, self.worker)
+            await self._settle_msg(msg, "nak")
+            return
         # From here to the verdict, cancellation (a shutdown) waits: cancelling between
         # the provider taking the message and our record of it would send it twice. The
         # claim's lifetime bounds the wait; after it, another notifier may take over.
-        nid = request.notification_id
         self._sending.add(nid)
         try:
             with anyio.CancelScope(shield=True) as scope:
@@ -477,6 +609,28 @@ class Notifier:
         with mapped_errors(f"notification event {event_id}"):
             await js.publish(subject, body, stream=self.event_stream, headers={_MSG_ID: event_id})
 
+    async def apply_status(self, update: StatusUpdate) -> NotificationRecord | None:
+        """Merge a provider status callback into the store; a ``failed`` that comes
+        after the ``sent`` verdict is announced (``seq`` 3, once: see
+        :mod:`iceshop.notify.events`). A failure to publish raises
+        :class:`~actors.errors.TransportError` (the receiver answers 500 and the
+        provider calls again; the record says the event is still owed)."""
+        record = await self.store.apply_status(update)
+        if record is None or not needs_late_failure_event(record):
+            return record
+        subject, event_id, body = late_failure_event(record, self.prefix, self.clock.time())
+        js = self.transport.jetstream(timeout=self.api_timeout)
+        with mapped_errors(f"notification event {event_id}"):
+            await js.publish(subject, body, stream=self.event_stream, headers={_MSG_ID: event_id})
+        await self.store.mark_failure_announced(record.notification_id)
+        log.warning(
+            "notification failed after it was sent",
+            notification_id=record.notification_id,
+            code=record.error_code,
+            reason=record.reason,
+        )
+        return record
+
     @staticmethod
     async def _settle_msg(msg: Msg, how: str, delay: float = 0.0) -> None:
         """Ack, NAK (with ``delay``) or terminate ``msg``; best effort: a lost ack only
@@ -518,4 +672,7 @@ class Notifier:
                     info = None
             if info is not None and not info.num_pending and not info.num_ack_pending:
                 return
-            await progress.wait()
+            # Progress is signalled by the holder of the send lease only; a standby (or
+            # a notifier not yet consuming) looks again after a fetch's time.
+            with anyio.move_on_after(self.fetch_timeout):
+                await progress.wait()

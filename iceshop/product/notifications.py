@@ -13,6 +13,12 @@ announces the outcome on the contract's ``<prefix>.events.notification.<id>.sent
 ``failed`` / ``dead`` (``seq`` 2 onwards). The subject sits outside ``events.>`` on
 purpose: it is a work item for one consumer, not a fact for every listener.
 
+Consent travels with the request: ``whatsapp_opt_in`` is the buyer's opt-in as the product
+held it when it recorded the request (from the buyer's latest intent details). The
+product records requests only for buyers who opted in, so it is ``true`` in every request
+it publishes; the notifier refuses (records ``failed``, sends nothing) a request where it
+is ``false`` or missing, so consent is checked on both sides.
+
 ``notification_id`` is derived from the window and the buyer, so a replayed activation
 asks for the same notification again and the consumer can drop the copy. It is a hash
 rather than ``<window_id>.<buyer_id>``: a dot would split the subject token, and two
@@ -63,6 +69,8 @@ class NotificationRequest(msgspec.Struct, frozen=True, kw_only=True):
     currency: str
     activates_at: str
     expires_at: str
+    whatsapp_opt_in: bool = True
+    """The buyer's opt-in as the product held it (always true: see the module docstring)."""
 
 
 def notification_payload(request: NotificationRequested) -> tuple[str, bytes]:
@@ -81,6 +89,7 @@ def notification_payload(request: NotificationRequested) -> tuple[str, bytes]:
         currency=request.currency,
         activates_at=format_time(request.activates_at),
         expires_at=format_time(request.expires_at),
+        whatsapp_opt_in=True,  # requested only for buyers who opted in
     )
     body = Event(event_id=event_id, type="requested", at=format_time(request.at), seq=1, data=data)
     return event_id, encode(body)
