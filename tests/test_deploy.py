@@ -30,6 +30,13 @@ import pytest
 from actors import VirtualClock
 from actors.errors import NoResponders, TransportError
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport, find_nats_server, free_port
+from iceshop.cli.nats_users import (
+    AUTHORIZATION_BLOCK,
+    authorization_block,
+    helm_sellers,
+    replace_authorization,
+    seller_password_env,
+)
 from iceshop.cli.secrets import NATS_ROLES, password_env
 from iceshop.config import load_settings
 from iceshop.node import ShopNode
@@ -62,7 +69,7 @@ CONTRACT_SETTINGS = [
 
 #: The passwords the configs' users read from the environment.
 PASSWORDS = {password_env(role): f"test-{role}-password" for role in NATS_ROLES}
-NODE_LOGIN = {
+NODE_LOGIN: dict[str, Any] = {
     "user": "node",
     "password": PASSWORDS[password_env("node")],
     "inbox_prefix": "_INBOX_node",
@@ -109,14 +116,114 @@ def test_a_config_without_its_passwords_does_not_start(path: Path) -> None:
 
 
 def test_the_cluster_users_are_those_of_nats_conf() -> None:
-    """deploy/cluster/users.inc is nats.conf's authorization block, word for word."""
+    """deploy/cluster/users.inc is nats.conf's authorization block, word for word, and
+    both are what `iceshop nats users` prints without sellers."""
     conf = (ROOT / "nats.conf").read_text()
     users = (CLUSTER / "users.inc").read_text()
     block = conf[conf.index("\nauthorization {") :]
     assert block.count("\nauthorization {") == 1 and block.rstrip().endswith("}")
     assert users[users.index("\nauthorization {") :] == block
+    assert block == "\n" + AUTHORIZATION_BLOCK
     for n in (1, 2, 3):
         assert re.search(r"^include \./users\.inc$", (CLUSTER / f"n{n}.conf").read_text(), re.M)
+
+
+def test_no_nats_user_is_shared_by_sellers() -> None:
+    """Sellers get one user each (`iceshop nats users`); none is shipped."""
+    users = parse_conf(AUTHORIZATION_BLOCK)["authorization"]["users"]
+    assert [u["user"] for u in users] == ["node", "gateway", "admin", "events"]
+    for path in NATS_CONFIGS:
+        text = path.read_text()
+        assert "ICESHOP_NATS_SELLER_PASSWORD" not in text, path
+        assert "_INBOX_seller." not in text, path
+
+
+@pytest.mark.parametrize("base", ["nats.conf", "deploy/cluster/users.inc"])
+def test_nats_server_accepts_a_config_with_seller_users(tmp_path: Path, base: str) -> None:
+    source = ROOT / base
+    conf = tmp_path / source.name
+    conf.write_text(replace_authorization(source.read_text(), authorization_block(["S1", "a-b"])))
+    if base.endswith(".inc"):  # run it as n1.conf does, from a copy next to it
+        (tmp_path / "n1.conf").write_text((CLUSTER / "n1.conf").read_text())
+        conf = tmp_path / "n1.conf"
+    env = {**PASSWORDS, seller_password_env("S1"): "s1-pw", seller_password_env("a-b"): "ab-pw"}
+    result = nats_server_test(conf, env)
+    assert result.returncode == 0, result.stderr + result.stdout
+    # Each seller's password is its own variable, and a server without it does not start.
+    del env["ICESHOP_NATS_SELLER_A_B_PASSWORD"]
+    result = nats_server_test(conf, env)
+    assert result.returncode != 0
+    assert "ICESHOP_NATS_SELLER_A_B_PASSWORD" in result.stderr + result.stdout
+
+
+# A reader of nats-server's config syntax, enough for the authorization blocks: maps
+# ({ } with ":" or "="), arrays, quoted strings, bare words, comments.
+_CONF_TOKEN = re.compile(
+    r'\s+|#[^\n]*|//[^\n]*|"(?P<str>[^"]*)"|(?P<punct>[{}\[\]:=,])|(?P<word>[^\s{}\[\]:=,"#]+)'
+)
+
+
+def parse_conf(text: str) -> dict[str, Any]:
+    tokens: list[tuple[str, str]] = []
+    pos = 0
+    while pos < len(text):
+        match = _CONF_TOKEN.match(text, pos)
+        assert match is not None, text[pos : pos + 40]
+        pos = match.end()
+        for kind in ("str", "punct", "word"):
+            if match.group(kind) is not None:
+                tokens.append((kind, match.group(kind)))
+    i = 0
+
+    def skip(*separators: str) -> tuple[str, str] | None:
+        """Skip ``separators``; the token after them."""
+        nonlocal i
+        while i < len(tokens) and tokens[i][0] == "punct" and tokens[i][1] in separators:
+            i += 1
+        return tokens[i] if i < len(tokens) else None
+
+    def value() -> Any:
+        nonlocal i
+        kind, token = tokens[i]
+        i += 1
+        if (kind, token) == ("punct", "{"):
+            mapping: dict[str, Any] = {}
+            while skip(",") != ("punct", "}"):
+                key = tokens[i][1]
+                i += 1
+                skip(":", "=")
+                mapping[key] = value()
+            i += 1
+            return mapping
+        if (kind, token) == ("punct", "["):
+            items = []
+            while skip(",") != ("punct", "]"):
+                items.append(value())
+            i += 1
+            return items
+        if kind == "word" and token in ("true", "false"):
+            return token == "true"
+        return token
+
+    top: dict[str, Any] = {}
+    while i < len(tokens):
+        key = tokens[i][1]
+        i += 1
+        skip(":", "=")
+        top[key] = value()
+    return top
+
+
+def conf_users(block: str) -> list[dict[str, Any]]:
+    """The users of an authorization block, their ``$ROLE`` permissions resolved."""
+    authorization = parse_conf(block)["authorization"]
+    users = []
+    for user in authorization["users"]:
+        permissions = user["permissions"]
+        if isinstance(permissions, str):
+            permissions = authorization[permissions.removeprefix("$")]
+        users.append({**user, "permissions": permissions})
+    return users
 
 
 def test_nats_server_t_refuses_a_broken_config(tmp_path: Path) -> None:
@@ -513,6 +620,13 @@ def test_compose_runs_the_cluster_and_two_nodes_from_files_that_exist() -> None:
     assert "iceshop\n    - node\n" in text
 
 
+def test_compose_gives_the_servers_every_password_their_users_read() -> None:
+    compose = (DEPLOY / "compose" / "docker-compose.yml").read_text()
+    given = set(re.findall(r"^    (ICESHOP_NATS_\w+_PASSWORD): ", compose, re.M))
+    read = set(re.findall(r"password: \$(\w+)", (CLUSTER / "users.inc").read_text()))
+    assert read and read <= given, sorted(read - given)
+
+
 def test_dockerfile_copies_what_exists_and_runs_a_node() -> None:
     dockerfile = (DEPLOY / "compose" / "Dockerfile").read_text()
     assert re.search(r"^FROM python:3\.11-slim$", dockerfile, re.M)
@@ -550,6 +664,119 @@ def test_kubernetes_manifests_refer_to_each_other() -> None:
         assert arg in deployment
     assert "mountPath: /etc/iceshop\n" in deployment
     assert "ICESHOP_NODE_ID" in deployment
+
+
+def plain_yaml(text: str) -> Any:
+    """Block-style YAML as nats-values.yaml writes it (mappings, "- " sequences, quoted or
+    plain scalars, comments; no "|" blocks, anchors or flow style), for where PyYAML is
+    not installed. Not a YAML parser: it reads that file as yq does, no more."""
+    lines = []
+    for raw in text.splitlines():
+        stripped = raw.strip()
+        if stripped and not stripped.startswith("#"):
+            lines.append((len(raw) - len(raw.lstrip(" ")), stripped))
+
+    def scalar(token: str) -> Any:
+        token = re.sub(r"\s+#.*$", "", token) if not token.startswith('"') else token
+        if token.startswith('"') and token.endswith('"'):
+            return json.loads(token)
+        if token in ("true", "false"):
+            return token == "true"
+        if re.fullmatch(r"-?\d+", token):
+            return int(token)
+        return token or None
+
+    def block(i: int, indent: int) -> tuple[Any, int]:
+        if lines[i][1].startswith("- "):
+            items = []
+            while i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+                item = lines[i][1][2:]
+                if re.match(r"[^\s\"]+:( |$)", item):  # a mapping in the sequence
+                    lines[i] = (indent + 2, item)
+                    value, i = block(i, indent + 2)
+                    items.append(value)
+                else:
+                    items.append(scalar(item))
+                    i += 1
+            return items, i
+        mapping: dict[str, Any] = {}
+        while i < len(lines) and lines[i][0] == indent:
+            key, _, rest = lines[i][1].partition(":")
+            rest = rest.strip()
+            i += 1
+            if rest:
+                mapping[key] = scalar(rest)
+            elif i < len(lines) and lines[i][0] > indent:
+                mapping[key], i = block(i, lines[i][0])
+            elif i < len(lines) and lines[i][0] == indent and lines[i][1].startswith("- "):
+                mapping[key], i = block(i, indent)
+            else:
+                mapping[key] = None
+        return mapping, i
+
+    return block(0, 0)[0]
+
+
+def load_yaml(path: Path) -> Any:
+    """``path`` parsed by PyYAML where it is installed, else by :func:`plain_yaml`."""
+    try:
+        import yaml  # type: ignore[import-untyped]
+    except ModuleNotFoundError:
+        return plain_yaml(path.read_text())
+    return yaml.safe_load(path.read_text())
+
+
+def helm_to_conf(value: Any) -> str:
+    """A value of the chart's ``config.merge`` as the chart writes it into nats.conf:
+    JSON, with strings "<< ... >>" unquoted."""
+    text = json.dumps(value, indent=2)
+    return re.sub(r'"<< (.*?) >>"', r"\1", text)
+
+
+def test_helm_values_have_the_users_of_nats_conf(tmp_path: Path) -> None:
+    values = load_yaml(DEPLOY / "kubernetes" / "nats-values.yaml")
+    merge = values["config"]["merge"]
+    helm_users = merge["authorization"]["users"]
+    expected = conf_users(AUTHORIZATION_BLOCK)
+    assert [u["user"] for u in helm_users] == [u["user"] for u in expected]
+    for helm, conf in zip(helm_users, expected, strict=True):
+        assert helm["password"] == f"<< {conf['password']} >>", conf["user"]
+        assert helm["permissions"] == conf["permissions"], conf["user"]
+    # Every password variable comes from the Secret, none is written in the values.
+    env = values["container"]["env"]
+    for user in helm_users:
+        variable = user["password"].removeprefix("<< $").removesuffix(" >>")
+        ref = env[variable]["valueFrom"]["secretKeyRef"]
+        assert ref == {"name": "iceshop-nats", "key": user["user"]}
+    box = values["natsBox"]
+    assert box["container"]["env"]["NATS_USER"] == "admin"
+    assert box["container"]["env"]["NATS_PASSWORD"]["valueFrom"]["secretKeyRef"]["key"] == "admin"
+    assert box["contexts"]["default"]["merge"]["inbox_prefix"] == "_INBOX_admin"
+    # The merged settings as the chart renders them: nats-server takes them, with the
+    # passwords in its environment.
+    rendered = tmp_path / "helm.conf"
+    rendered.write_text("listen: 127.0.0.1:4222\ninclude ./merge.conf\n")
+    (tmp_path / "merge.conf").write_text(helm_to_conf(merge)[1:-1])
+    result = nats_server_test(rendered, PASSWORDS)
+    assert result.returncode == 0, result.stderr + result.stdout
+
+
+def test_nats_users_for_helm_are_the_sellers_of_nats_conf() -> None:
+    """`iceshop nats users --helm`: the same seller users as for nats.conf, each password
+    from its own key of the Secret."""
+    snippet = plain_yaml(helm_sellers(["S1", "a-b"]))
+    helm_users = snippet["config"]["merge"]["authorization"]["users"]
+    expected = conf_users(authorization_block(["S1", "a-b"]))[4:]
+    assert [u["user"] for u in helm_users] == ["seller_S1", "seller_a-b"]
+    for helm, conf in zip(helm_users, expected, strict=True):
+        assert helm["user"] == conf["user"].strip('"')
+        assert helm["password"] == f"<< {conf['password']} >>"
+        assert helm["permissions"] == conf["permissions"]
+    env = snippet["container"]["env"]
+    assert env["ICESHOP_NATS_SELLER_A_B_PASSWORD"]["valueFrom"]["secretKeyRef"] == {
+        "name": "iceshop-nats",
+        "key": "seller_a-b",
+    }
 
 
 def test_helm_values_ask_for_a_three_server_jetstream_cluster_on_file() -> None:

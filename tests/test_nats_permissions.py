@@ -1,6 +1,7 @@
 """The NATS users of nats.conf, enforced by a real nats-server.
 
-The server runs the repository's ``nats.conf`` with the users' passwords in its
+The server runs the repository's ``nats.conf`` with two sellers' users added (as
+``iceshop nats users S1 S2 --base nats.conf`` makes it) and the users' passwords in its
 environment, on free ports. Each role logs in with its own password and inbox prefix and
 is refused everything outside its role: the server answers a publish or subscribe it
 does not allow with a permissions violation (the connection stays up) and drops the
@@ -29,8 +30,15 @@ import structlog
 
 from actors import NotPermitted, VirtualClock
 from actors.nats import JetStreamOutbox, Msg, NatsServer, NatsTransport, Subscription
+from iceshop.audit import ensure_audit_stream
 from iceshop.cli import main
 from iceshop.cli.client import resolve_nats_login
+from iceshop.cli.nats_users import (
+    authorization_block,
+    replace_authorization,
+    seller_password_env,
+    seller_user,
+)
 from iceshop.cli.secrets import (
     CLIENT_LOGIN_FILE,
     NATS_ROLES,
@@ -48,18 +56,33 @@ from iceshop.wire import EVENT_STREAM
 
 ROOT = Path(__file__).resolve().parent.parent
 NATS_CONF = ROOT / "nats.conf"
-PASSWORDS = {role: f"{role}-password-for-tests" for role in NATS_ROLES}
-SERVER_ENV = {password_env(role): password for role, password in PASSWORDS.items()}
-CLIENTS = [role for role in NATS_ROLES if role != "node"]
+#: The users of the shipped nats.conf: one per role, none shared by the sellers.
+ROLES = ["node", "gateway", "admin", "events"]
+SELLERS = ["S1", "S2"]
+S1, S2 = (seller_user(s) for s in SELLERS)
+USERS = [*ROLES, S1, S2]
+PASSWORDS = {user: f"{user}-password-for-tests" for user in USERS}
+SERVER_ENV = {
+    **{password_env(role): PASSWORDS[role] for role in ROLES},
+    **{seller_password_env(s): PASSWORDS[seller_user(s)] for s in SELLERS},
+}
+CLIENTS = [user for user in USERS if user != "node"]
 
 pytestmark = [pytest.mark.integration]
+
+
+def with_sellers(tmp_path: Path) -> Path:
+    """nats.conf with the users of sellers S1 and S2 added."""
+    conf = tmp_path / "nats-sellers.conf"
+    conf.write_text(replace_authorization(NATS_CONF.read_text(), authorization_block(SELLERS)))
+    return conf
 
 
 @pytest.fixture
 def server(tmp_path: Path) -> Iterator[NatsServer]:
     # monitor_port=0: a free monitoring port rather than the file's fixed 8222.
     with NatsServer(
-        config=NATS_CONF, env=SERVER_ENV, store_dir=tmp_path / "js", monitor_port=0
+        config=with_sellers(tmp_path), env=SERVER_ENV, store_dir=tmp_path / "js", monitor_port=0
     ) as running:
         yield running
 
@@ -131,12 +154,12 @@ async def refused_subscription(transport: NatsTransport, subject: str) -> Subscr
 
 
 @pytest.mark.anyio
-@pytest.mark.parametrize("role", NATS_ROLES)
+@pytest.mark.parametrize("role", USERS)
 async def test_each_role_logs_in_with_its_own_password_only(server: NatsServer, role: str) -> None:
     async with login(server, role) as transport:
         await transport.flush()
         assert transport.is_connected and transport.permission_violations == 0
-    other = next(r for r in NATS_ROLES if r != role)
+    other = next(r for r in USERS if r != role)
     with anyio.fail_after(3), pytest.raises(NotPermitted, match="refused the login"):
         async with login(server, role, password=PASSWORDS[other]):
             pass
@@ -230,8 +253,14 @@ async def test_gateway_reads_no_inbox_but_its_own(server: NatsServer) -> None:
 
 
 @pytest.mark.anyio
-async def test_seller_cannot_send_buyer_or_admin_commands(server: NatsServer) -> None:
+async def test_a_seller_publishes_only_its_own_seller_commands(server: NatsServer) -> None:
     refused = [
+        # another seller's commands
+        "iceshop.sellers.S2.listings.upsert",
+        "iceshop.sellers.S2.offers.O1.approve",
+        "iceshop.sellers.S2.offers.O1.reject",
+        "iceshop.sellers.*.listings.upsert",
+        # buyers', the admin's, and registering sellers (itself included)
         "iceshop.buyers.B1.register",
         "iceshop.buyers.B1.intents.submit",
         "iceshop.buyers.B1.intents.I1.cancel",
@@ -250,13 +279,73 @@ async def test_seller_cannot_send_buyer_or_admin_commands(server: NatsServer) ->
         "iceshop.windows.list",
         "iceshop.decisions.D1.get",
     ]
-    async with listening(server) as node, login(server, "seller") as seller:
+    async with listening(server) as node, login(server, S1) as seller:
         for subject in refused + allowed:
             await seller.publish(subject, b"{}")
         arrived = await node.after(seller, "iceshop.windows.W2.get")
         assert arrived == [*allowed, "iceshop.windows.W2.get"]
         assert seller.permission_violations == len(refused)
-        await refused_subscription(seller, "_INBOX_gateway.>")
+
+
+@pytest.mark.anyio
+async def test_a_seller_reads_no_replies_but_its_own(server: NatsServer) -> None:
+    """Seller S1 cannot read the replies to seller S2's requests (nor anyone else's),
+    and gets its own; neither can a gateway read a seller's."""
+    async with (
+        login(server, "node") as node,
+        login(server, S1) as s1,
+        login(server, S2) as s2,
+        login(server, "gateway") as gateway,
+    ):
+
+        async def answer(msg: Msg) -> None:
+            await msg.respond(f"reply to {msg.subject}".encode())
+
+        await node.subscribe("iceshop.sellers.*.listings.upsert", answer)
+        await node.flush()
+        stolen = [
+            await refused_subscription(s1, subject)
+            for subject in (
+                f"_INBOX_{S2}.>",
+                "_INBOX_seller.>",  # the inbox of the former shared user
+                "_INBOX_gateway.>",
+                "_INBOX_admin.>",
+                "_INBOX.>",
+                ">",
+                "*.>",
+            )
+        ]
+        stolen.append(await refused_subscription(gateway, f"_INBOX_{S2}.>"))
+        own = await s1.subscribe(f"_INBOX_{S1}.>", _ignore)
+        await s1.flush()
+
+        # S2's request is answered on S2's inbox ...
+        reply, _ = await s2.request("iceshop.sellers.S2.listings.upsert", b"{}", timeout=5)
+        assert reply == b"reply to iceshop.sellers.S2.listings.upsert"
+        # ... and nothing of it reached S1 or the gateway (flush: anything sent is counted).
+        await s1.flush()
+        await gateway.flush()
+        assert [sub.delivered for sub in stolen] == [0] * len(stolen)
+        assert own.delivered == 0
+        # S1's own request is answered on its own inbox.
+        reply, _ = await s1.request("iceshop.sellers.S1.listings.upsert", b"{}", timeout=5)
+        assert reply == b"reply to iceshop.sellers.S1.listings.upsert"
+        assert s2.permission_violations == 0
+
+
+@pytest.mark.anyio
+async def test_the_shipped_config_has_no_user_shared_by_sellers(tmp_path: Path) -> None:
+    """nats.conf as shipped: the former shared ``seller`` user is gone; a seller gets a
+    user of its own with `iceshop nats users`."""
+    assert "{ user: seller," not in NATS_CONF.read_text()
+    env = {**SERVER_ENV, "ICESHOP_NATS_SELLER_PASSWORD": "shared-seller-password"}
+    with NatsServer(config=NATS_CONF, env=env, store_dir=tmp_path / "js", monitor_port=0) as plain:
+        with anyio.fail_after(3), pytest.raises(NotPermitted, match="refused the login"):
+            async with NatsTransport(plain.url, user="seller", password="shared-seller-password"):
+                pass
+        async with login(plain, "gateway") as gateway:
+            await gateway.flush()
+            assert gateway.permission_violations == 0
 
 
 @pytest.mark.anyio
@@ -287,14 +376,19 @@ async def test_only_nodes_subscribe_to_command_subjects(server: NatsServer, role
 @pytest.mark.parametrize(
     "forged",
     [
-        # Events and notification requests come from nodes only, after a commit.
-        ["iceshop.events.window.W1.closed", "iceshop.notifications.N1.requested"],
+        # Events, notification requests and audit records come from nodes only, after
+        # a commit.
+        [
+            "iceshop.events.window.W1.closed",
+            "iceshop.notifications.N1.requested",
+            "iceshop.audit.window.W1",
+        ],
         # Messages between nodes carry principals the sending node has checked, and the
         # journal stream stores whatever reaches its subjects: only nodes publish there,
         # not even an admin (whose commands go through the checks like anyone's).
         ["iceshop.internal.nodes.n1", "iceshop.journal.ev.window.W1"],
     ],
-    ids=["events-and-notifications", "cluster-journal-and-node-messages"],
+    ids=["events-notifications-and-audit", "cluster-journal-and-node-messages"],
 )
 async def test_only_nodes_publish_what_nodes_trust(server: NatsServer, forged: list[str]) -> None:
     async with listening(server) as node:
@@ -307,6 +401,54 @@ async def test_only_nodes_publish_what_nodes_trust(server: NatsServer, forged: l
         async with login(server, "admin") as admin:
             arrived = await node.after(admin, "iceshop.cluster.status")
         assert arrived == ["iceshop.cluster.status"]
+
+
+#: The streams the nodes keep and trust, and what would erase or replace them.
+PROTECTED_STREAMS = ["ICESHOP_AUDIT", "ICESHOP_EVENTS", "ICESHOP_JOURNAL", "KV_ICESHOP_SHARDS"]
+ERASING_CALLS = ["UPDATE", "PURGE", "DELETE", "MSG.DELETE", "CREATE", "RESTORE"]
+
+
+@pytest.mark.anyio
+async def test_the_admin_cannot_erase_or_reconfigure_protected_streams(
+    server: NatsServer,
+) -> None:
+    """The audit trail, the events, the journal and the lease bucket: an admin may read
+    them but not change their config (``max_msgs: 1`` would erase the trail), purge,
+    delete or restore them, delete single messages, or create one ahead of the nodes."""
+    async with login(server, "node") as node, login(server, "admin") as admin:
+        assert await ensure_audit_stream(node, "iceshop")
+        outbox = JetStreamOutbox(node)
+        await outbox.ensure_stream(EVENT_STREAM, ["iceshop.events.>"])
+        await outbox.ensure_stream("ICESHOP_JOURNAL", ["iceshop.journal.>"])
+        js = node.jetstream(timeout=5.0)
+        kv = await js.create_key_value(bucket="ICESHOP_SHARDS")
+        for n in range(3):
+            await js.publish(f"iceshop.audit.window.W{n}", b"{}")
+            await js.publish(f"iceshop.events.window.W{n}.created", b"{}")
+            await js.publish(f"iceshop.journal.ev.window.W{n}", b"{}")
+            await kv.put(f"shard-{n}", b"n1")
+
+        before = {name: await js.stream_info(name) for name in PROTECTED_STREAMS}
+        for name, info in before.items():
+            erasing = msgspec.json.encode({**info.config.as_dict(), "max_msgs": 1})
+            bodies = {"UPDATE": erasing, "CREATE": erasing, "MSG.DELETE": b'{"seq": 1}'}
+            for call in ERASING_CALLS:
+                subject = f"$JS.API.STREAM.{call}.{name}"
+                violations = admin.permission_violations
+                await admin.publish(subject, bodies.get(call, b"{}"), reply="_INBOX_admin.x")
+                await admin.flush()
+                assert admin.permission_violations == violations + 1, subject
+
+        for name, info in before.items():
+            after = await js.stream_info(name)
+            assert after.state.messages == info.state.messages == 3, name
+            assert after.config.max_msgs == info.config.max_msgs, name
+        # Reading stays allowed: `iceshop audit` and the `nats` CLI look at the streams.
+        violations = admin.permission_violations
+        info = await admin.jetstream(timeout=5.0).stream_info("ICESHOP_AUDIT")
+        assert info.state.messages == 3 and info.config.deny_delete and info.config.deny_purge
+        assert admin.permission_violations == violations
+        assert node.permission_violations == 0
 
 
 @pytest.mark.anyio
@@ -481,7 +623,7 @@ def test_provision_makes_private_secrets_once(tmp_path: Path) -> None:
     directory = data / SECRETS_DIR
     assert stat.S_IMODE(directory.stat().st_mode) == 0o700
     env = first.nats.server_env()
-    assert sorted(env) == sorted(SERVER_ENV)
+    assert sorted(env) == sorted(password_env(role) for role in NATS_ROLES)
     assert len(set(env.values())) == len(NATS_ROLES)  # one password per role
     assert all(len(password) >= 40 for password in env.values())
     for role in NATS_ROLES:
@@ -544,3 +686,60 @@ def test_made_passwords_are_ones_nats_server_can_read_from_its_environment() -> 
     made = {new_password() for _ in range(2000)}
     assert len(made) == 2000
     assert all(re.fullmatch(r"p[0-9a-f]{64}", p) for p in made)
+
+
+# -- one NATS user per seller: `iceshop nats users` -----------------------------------------
+
+
+def test_nats_users_prints_one_user_per_seller(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["nats", "users"]) == 0
+    assert capsys.readouterr().out == authorization_block()  # the shipped block
+
+    sellers = tmp_path / "sellers.txt"
+    sellers.write_text("# one seller id a line\nS2\n\nS-3  # a comment\nS1\n")
+    out = tmp_path / "nats-sellers.conf"
+    argv = ["nats", "users", "S1", "--sellers-file", str(sellers), "--base", str(NATS_CONF)]
+    assert main([*argv, "--output", str(out)]) == 0
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    expected = replace_authorization(
+        NATS_CONF.read_text(), authorization_block(["S1", "S2", "S-3"])
+    )
+    assert out.read_text() == expected
+    assert expected.startswith(NATS_CONF.read_text()[:200])  # the rest of nats.conf is kept
+    assert captured.err.splitlines() == [
+        "seller S1: user seller_S1, password $ICESHOP_NATS_SELLER_S1_PASSWORD, "
+        "inbox prefix _INBOX_seller_S1",
+        "seller S2: user seller_S2, password $ICESHOP_NATS_SELLER_S2_PASSWORD, "
+        "inbox prefix _INBOX_seller_S2",
+        "seller S-3: user seller_S-3, password $ICESHOP_NATS_SELLER_S_3_PASSWORD, "
+        "inbox prefix _INBOX_seller_S-3",
+    ]
+    block = authorization_block(["S-3"])
+    assert '"iceshop.sellers.S-3.listings.upsert"' in block
+    assert '"_INBOX_seller_S-3.>"' in block
+    # No password, only the variables that hold them.
+    assert re.findall(r"password: (\S+),", block) == [
+        *(f"${password_env(role)}" for role in ROLES),
+        "$ICESHOP_NATS_SELLER_S_3_PASSWORD",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("ids", "message"),
+    [
+        (["S.1"], "seller id 'S.1': must be 1-64 characters"),
+        (["S*"], "seller id 'S\\*'"),
+        (["S1", "s1"], "'S1' and 's1' would share the variable ICESHOP_NATS_SELLER_S1_PASSWORD"),
+        (["a-b", "a_b"], "would share the variable ICESHOP_NATS_SELLER_A_B_PASSWORD"),
+    ],
+)
+def test_nats_users_refuses_ids_it_cannot_keep_apart(
+    ids: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["nats", "users", *ids]) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert re.search(message, captured.err)

@@ -8,6 +8,7 @@
     iceshop notifier [--nats URL[,URL...]] [--data DIR] [--config FILE]
     iceshop token   mint --role R --sub S [--ttl SECONDS] | keygen [--alg A]  (admin tools)
     iceshop audit   [--kind K] [--id ID] [--since TIME] [--limit N] [--json]  (who, what, why)
+    iceshop nats    users [SELLER_ID ...] [--base CONF] [--output FILE]  (one NATS user per seller)
     iceshop demo    [...]
     iceshop <noun> <verb> ...   one client verb per command of the contract, e.g.
     iceshop window join W1 --buyer B1 [--join J1] [--quantity 2] [--json]
@@ -32,7 +33,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from iceshop.cli import audit, node, notifier, projector, token, up
+from iceshop.cli import audit, nats_users, node, notifier, projector, token, up
 from iceshop.cli.client import run_verb
 from iceshop.cli.errors import EXIT_FAILED, EXIT_USAGE, CliError
 from iceshop.cli.verbs import VERBS, Arg, Verb
@@ -145,6 +146,7 @@ def build_parser() -> argparse.ArgumentParser:
     notifier.add_parser(sub, [])
     token.add_parser(sub, [])
     audit.add_parser(sub, [])
+    nats_users.add_parser(sub, [])
     # Everything after `demo` belongs to the demo: no prefix character, so no option.
     demo = sub.add_parser(
         "demo",

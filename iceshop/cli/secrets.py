@@ -49,8 +49,8 @@ __all__ = [
 ]
 
 SECRETS_DIR: Final = "secrets"
-#: The users of nats.conf, one per role.
-NATS_ROLES: Final = ("node", "gateway", "seller", "admin", "events")
+#: The users of nats.conf shared by a role (seller users are per seller: `iceshop nats users`).
+NATS_ROLES: Final = ("node", "gateway", "admin", "events")
 NODE_USER: Final = "node"
 #: The user the command line logs in as.
 CLIENT_USER: Final = "admin"
