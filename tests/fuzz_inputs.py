@@ -30,8 +30,11 @@ reproducer.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import functools
+import hashlib
+import hmac
 import json
 import math
 import re
@@ -48,8 +51,11 @@ from hypothesis import strategies as st
 
 from actors import VirtualClock
 from actors.nats import Routed
+from iceshop.auth.gate import Gate
+from iceshop.auth.keyring import KeyRing, TokenKey
 from iceshop.auth.service import NodeAuth
 from iceshop.node import ShopNode
+from iceshop.node.routing import check_command
 from iceshop.protocol import Request
 from iceshop.settings import Settings
 from iceshop.wire import (
@@ -62,26 +68,40 @@ from iceshop.wire import (
 )
 
 __all__ = [
+    "BAD_CREDENTIALS",
     "CONTRACT",
+    "CREDENTIALS",
     "DEFECTS",
     "EPOCH",
     "ERROR_CODES",
+    "GOOD_CREDENTIALS",
     "KINDS",
     "MAX_BODY",
     "PREFIX",
     "Accepted",
+    "ApiKey",
+    "AuthCase",
     "Case",
     "Crash",
+    "Credentials",
     "FuzzFailure",
     "RouteTable",
     "Unrouted",
     "World",
+    "allowed",
     "any_case",
+    "api_key_records",
+    "auth_case",
     "contract_route",
+    "credential",
     "defect_pairs",
     "defective_case",
+    "fixed_api_keys",
     "format_deadline",
+    "good_token",
     "judge",
+    "judge_auth",
+    "refused_at_routing",
     "valid_case",
     "wild_case",
 ]
@@ -1099,10 +1119,18 @@ class _Recorder:
 class RouteTable:
     """The node's routes, called exactly as the binding calls them."""
 
-    def __init__(self, routes: list[tuple[str, Any]], handlers: list[str], clock: VirtualClock):
+    def __init__(
+        self,
+        routes: list[tuple[str, Any]],
+        handlers: list[str],
+        clock: VirtualClock,
+        gate: Gate | None = None,
+    ):
         self.routes = [(s.split("."), self._skip(s), r) for s, r in routes]
         self.handlers = {s: contract_route(s) for s in handlers}
         self.clock = clock
+        #: With authentication on: the gate the handlers (windows.list, ...) ask first.
+        self.gate = gate
 
     @staticmethod
     def _skip(subject: str) -> int:
@@ -1114,20 +1142,34 @@ class RouteTable:
         return n
 
     @classmethod
-    def from_node(cls, clock: VirtualClock | None = None) -> RouteTable:
-        """Capture the routes a ``ShopNode`` (authentication off) subscribes."""
+    def from_node(
+        cls, clock: VirtualClock | None = None, creds: Credentials | None = None
+    ) -> RouteTable:
+        """Capture the routes a ``ShopNode`` subscribes: authentication off, or, given
+        ``creds``, on, with their token keys and API keys."""
         clock = clock or VirtualClock(epoch=EPOCH)
-        settings = Settings(auth="off", data_dir="unused", node_id="fuzz")
+        settings = Settings(
+            auth="off" if creds is None else "on", data_dir="unused", node_id="fuzz"
+        )
         node = ShopNode(settings, clock=clock)
         recorder = _Recorder()
 
         async def capture() -> None:
-            # As ShopNode.__aenter__ does: with auth off the gate keeps only the rates.
-            node.auth = await NodeAuth.create(settings, node.data_dir, clock)
+            if creds is None:
+                # As ShopNode.__aenter__ does: with auth off the gate keeps only the rates.
+                node.auth = await NodeAuth.create(settings, node.data_dir, clock)
+            else:  # the ring and records the node would read from its keys and journal
+                ring = KeyRing([
+                    TokenKey.hs256(HS_KID, creds.hs_secret),
+                    TokenKey.ed25519(ED_KID, creds.ed_private()),
+                ])  # fmt: skip
+                node.auth = NodeAuth(settings, clock, ring=ring)
+                node.auth.apikeys.replace_all(api_key_records(creds.api_keys, clock.time()))
             await node._serve(recorder)  # type: ignore[arg-type]
 
         anyio.run(capture)
-        return cls(recorder.routes, recorder.handlers, clock)
+        gate = None if creds is None or node.auth is None else node.auth.gate
+        return cls(recorder.routes, recorder.handlers, clock, gate)
 
     def dispatch(self, subject: str, headers: Mapping[str, str], payload: bytes) -> Outcome:
         """What the node makes of a request, before any actor sees it."""
@@ -1138,6 +1180,9 @@ class RouteTable:
         found = self.handlers.get(subject)
         if found is not None:  # the handler's first step; it answers errors the same way
             try:
+                if self.gate is not None:
+                    body, _ = check_command(self.gate, CommandKind(found[0]), lowered, payload)
+                    return Accepted(found[0], body)
                 return Accepted(found[0], decode_command(CommandKind(found[0]), payload))
             except ShopError as exc:
                 return encode_error(exc)
@@ -1276,4 +1321,531 @@ def judge(case: Case, outcome: Outcome, now: float = EPOCH) -> str:
         return code
     if code not in expected_codes(case):
         raise FuzzFailure(f"expected {sorted(expected_codes(case))}, got {outcome[:300]!r}")
+    return code
+
+
+# -- authentication on ---------------------------------------------------------------------
+#
+# The same requests, each with one credential (or none), sent to routes whose gate has
+# authentication on. A credential is one of CREDENTIALS: a good one (a JWT signed with a
+# key the node holds, or an active API key) speaks for a principal, a bad one must be
+# refused. The oracle follows the contract's precedence: ``unauthorized`` (bad or missing
+# credentials, whatever else is wrong), then ``invalid_request`` (the defects above), then
+# ``forbidden`` (a principal outside its rights, written out from the contract's Security
+# section in ``allowed``, not taken from ``iceshop.auth``); a routed request carries its
+# principal. Tokens are assembled here (header, claims, signature: HMAC-SHA256 or
+# Ed25519 from the standard libraries), not with the shop's ``mint`` or pyjwt.
+
+ROLES: Final = ("buyer", "seller", "admin", "gateway")
+AUDIENCE: Final = "iceshop"
+LEEWAY_S: Final = 30  # the contract's
+MAX_TOKEN: Final = 8192  # a longer bearer value is refused unread (docs/shop.md)
+HS_KID: Final = "fuzz-hs"
+ED_KID: Final = "fuzz-ed"
+HS_SECRET: Final = b"fuzz-hs256-secret-0123456789abcdef0123456789abcdef"
+ED_SEED: Final = bytes(range(32))
+
+#: Credentials that speak for a principal.
+GOOD_CREDENTIALS: Final = ("jwt_hs256", "jwt_eddsa", "apikey")
+#: Credentials that must be refused as ``unauthorized``.
+BAD_CREDENTIALS: Final = (
+    "missing",  # no Authorization header
+    "not_bearer",  # another scheme, or Bearer with nothing after it
+    "junk",  # Bearer and random text
+    "garbage_base64",  # three base64url segments of random bytes or JSON
+    "forged",  # the node's kid, another secret or private key
+    "expired",  # exp more than the leeway ago
+    "not_yet_valid",  # nbf more than the leeway ahead
+    "wrong_kid",  # a kid the node does not hold, none, or not a string
+    "alg_mismatch",  # alg none, or the other key's algorithm
+    "wrong_audience",  # aud absent or another audience
+    "bad_exp",  # exp absent or not a number
+    "bad_role",  # role absent or not one of the four
+    "bad_sub",  # sub absent or not an id
+    "unicode",  # a valid token with a non-ASCII character in it, or non-ASCII text
+    "huge",  # longer than the limit, garbage or properly signed
+    "apikey_unknown",  # a well-formed isk_ key with an id the node does not have
+    "apikey_wrong_secret",  # a known key id, another secret
+    "apikey_revoked",  # a key that was revoked
+    "apikey_malformed",  # isk_ and anything that is not <id>_<64 hex>
+)
+CREDENTIALS: Final = GOOD_CREDENTIALS + BAD_CREDENTIALS
+_AUTH_NAMES = st.sampled_from(["Authorization", "authorization", "AUTHORIZATION"])
+_SCHEMES = st.sampled_from(["Bearer", "Bearer", "bearer", "BEARER"])
+
+
+@dataclass(frozen=True)
+class ApiKey:
+    key: str  # isk_<key_id>_<secret>
+    role: str
+    principal: str
+    revoked: bool = False
+
+    @property
+    def key_id(self) -> str:
+        return self.key[4:].rpartition("_")[0]
+
+
+@functools.cache
+def _ed25519(seed: bytes) -> Any:
+    from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+    return Ed25519PrivateKey.from_private_bytes(seed)
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What the node under test trusts: its two token keys (fixed, so every worker and
+    every run agrees) and its API keys. Hashable: strategies are built once per value."""
+
+    api_keys: tuple[ApiKey, ...] = ()
+    hs_secret: bytes = HS_SECRET
+    ed_seed: bytes = ED_SEED
+
+    def ed_private(self) -> Any:
+        return _ed25519(self.ed_seed)
+
+    def key_files(self) -> dict[str, bytes]:
+        """The node's key directory: ``<kid>.key`` files."""
+        from cryptography.hazmat.primitives import serialization
+
+        pem = self.ed_private().private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+        return {f"{HS_KID}.key": self.hs_secret + b"\n", f"{ED_KID}.key": pem}
+
+    def active(self) -> tuple[ApiKey, ...]:
+        return tuple(k for k in self.api_keys if not k.revoked)
+
+    def revoked(self) -> tuple[ApiKey, ...]:
+        return tuple(k for k in self.api_keys if k.revoked)
+
+
+def fixed_api_keys() -> tuple[ApiKey, ...]:
+    """API keys with secrets derived from their ids (in process: the same in every
+    worker); :func:`api_key_records` is what the node stores for them."""
+    out = []
+    for key_id, role, principal, revoked in (
+        ("fz-gw", "gateway", "fz-gw", False),
+        ("fz-b1", "buyer", "B1", False),
+        ("fz-s1", "seller", "S1", False),
+        ("fz-adm", "admin", "fz-adm", False),
+        ("fz-rev", "gateway", "fz-rev", True),
+        ("fz-rev-adm", "admin", "fz-rev-adm", True),
+    ):
+        secret = hashlib.sha256(b"fuzz secret " + key_id.encode()).hexdigest()
+        out.append(ApiKey(f"isk_{key_id}_{secret}", role, principal, revoked))
+    return tuple(out)
+
+
+def api_key_records(keys: Sequence[ApiKey], now: float) -> list[Any]:
+    """The stored form of ``keys`` (salted SHA-256 of the secret, as docs/shop.md says)."""
+    from iceshop.auth.apikeys import ApiKeyRecord
+
+    records = []
+    for k in keys:
+        secret = k.key.rpartition("_")[2]
+        salt = hashlib.sha256(b"salt " + k.key_id.encode()).digest()[:16]
+        records.append(
+            ApiKeyRecord(
+                key_id=k.key_id,
+                role=k.role,
+                principal=k.principal,
+                salt=salt,
+                digest=hashlib.sha256(salt + secret.encode()).digest(),
+                note=None,
+                created_at=now - 3600,
+                revoked_at=now - 60 if k.revoked else None,
+            )
+        )
+    return records
+
+
+def _b64(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode("ascii")
+
+
+def _by_hand(header: Mapping[str, Any], claims: Mapping[str, Any], sign: Any = None) -> str:
+    """A JWT in compact form: ``sign(signing_input)`` gives the signature bytes (no
+    ``sign``: an empty signature)."""
+    head = json.dumps(header, separators=(",", ":")).encode()
+    body = json.dumps(claims, separators=(",", ":")).encode()
+    signing = _b64(head) + "." + _b64(body)
+    signature = sign(signing.encode("ascii")) if sign is not None else b""
+    return signing + "." + _b64(signature)
+
+
+def _hs(secret: bytes) -> Any:
+    return lambda data: hmac.new(secret, data, hashlib.sha256).digest()
+
+
+def allowed(role: str, sub: str, kind: str, ids: Mapping[str, str], buyer_in_body: Any) -> bool:
+    """Whether routing lets ``role``/``sub`` send ``kind`` (the contract's Security
+    section; for reservations and decisions routing lets any seller through and the
+    actor checks that it owns the window or offer)."""
+    if role == "admin":
+        return True
+    if kind in ("buyer.register", "intent.submit", "intent.cancel"):
+        return role == "gateway" or (role == "buyer" and sub == ids.get("buyer_id"))
+    if kind in ("window.join", "window.leave"):
+        return role == "gateway" or (role == "buyer" and sub == buyer_in_body)
+    if kind in ("listing.upsert", "offer.approve", "offer.reject"):
+        return role == "seller" and sub == ids.get("seller_id")
+    if kind in ("window.get", "windows.list"):
+        return True
+    if kind in ("window.reservations", "decision.get"):
+        return role == "seller"
+    return False  # seller registration, admin subjects, cluster.status, API keys
+
+
+@functools.cache
+def _subs(world: World) -> st.SearchStrategy[str]:
+    pool = world.pool("buyer_id") + world.pool("seller_id")
+    if pool:
+        return st.one_of(st.sampled_from(pool), st.sampled_from(pool), VALID_IDS)
+    return st.one_of(st.sampled_from(["B1", "S1", "X1"]), VALID_IDS)
+
+
+# Registered claims with the types RFC 7519 gives them (a token with, say, a numeric
+# jti is not a valid JWT), and private claims of any JSON type. Sampled, not generated:
+# generating text is most of what a token would cost.
+_EXTRA_CLAIMS: st.SearchStrategy[dict[str, Any]] = st.sampled_from([
+    {}, {}, {}, {"iat": 1_700_000_000}, {"iss": "https://idp.example", "jti": "j-1"},
+    {"iss": "", "jti": "\u00e9"}, {"scope": "shop", "x": None}, {"x": [True, 1, "a"]},
+    {"role2": "admin", "admin": True}, {"sub_": "B1", "kid": "other"},
+])  # fmt: skip
+
+
+def _claims(draw: st.DrawFn, now: float, sub: Any, role: Any) -> dict[str, Any]:
+    """Claims of a token good at ``now`` (within the leeway at its edges)."""
+    claims: dict[str, Any] = dict(draw(_EXTRA_CLAIMS))
+    claims.update(sub=sub, role=role, aud=draw(st.sampled_from([AUDIENCE, [AUDIENCE, "x"]])))
+    claims["exp"] = int(now) + draw(st.one_of(st.integers(-LEEWAY_S + 1, 5), st.integers(1, 10**7)))
+    if draw(st.booleans()):
+        claims["nbf"] = int(now) + draw(st.integers(-(10**6), LEEWAY_S - 1))
+    return claims
+
+
+def _sign(creds: Credentials, claims: Mapping[str, Any], ed: bool) -> str:
+    """A token signed with the node's key (RFC 7515 compact form, assembled here)."""
+    if ed:
+        return _by_hand({"alg": "EdDSA", "kid": ED_KID, "typ": "JWT"}, claims,
+                        creds.ed_private().sign)  # fmt: skip
+    return _by_hand({"alg": "HS256", "kid": HS_KID, "typ": "JWT"}, claims, _hs(creds.hs_secret))
+
+
+def good_token(
+    creds: Credentials, sub: str, role: str, now: float, *, ttl: int = 10**7, ed: bool = False
+) -> str:
+    """A token the node accepts for ``sub`` acting as ``role`` (for the shop's own calls)."""
+    return _sign(creds, {"sub": sub, "role": role, "aud": AUDIENCE, "exp": int(now) + ttl}, ed)
+
+
+_NON_ASCII = st.text(
+    st.characters(min_codepoint=0x80, exclude_categories=["Cs", "Cc", "Zs", "Zl", "Zp"]),
+    min_size=1,
+    max_size=8,
+)
+_B64_TEXT = st.text(string.ascii_letters + string.digits + "-_", max_size=200)
+
+
+@functools.cache
+@st.composite
+def credential(
+    draw: st.DrawFn, creds: Credentials, world: World, label: str | None = None
+) -> tuple[str, str | None, tuple[str, str] | None]:
+    """``(label, token, principal)``: the bearer value (None: no credential, or, for
+    ``not_bearer``, the whole header value in ``label``'s place below) and, for a good
+    credential, the ``(sub, role)`` it speaks for."""
+    label = label or draw(st.sampled_from(CREDENTIALS))
+    now = world.now
+    sub = draw(_subs(world))
+    role = draw(st.sampled_from(ROLES))
+    ed = draw(st.booleans())
+    if label in ("jwt_hs256", "jwt_eddsa"):
+        token = _sign(creds, _claims(draw, now, sub, role), label == "jwt_eddsa")
+        return label, token, (sub, role)
+    if label == "apikey":
+        key = draw(st.sampled_from(creds.active()))
+        return label, key.key, (key.principal, key.role)
+    if label in ("missing", "not_bearer"):
+        return label, None, None
+    if label == "junk":
+        return label, draw(_JUNK.filter(lambda v: v.strip() != "")), None
+    if label == "garbage_base64":
+        parts = [
+            draw(st.one_of(_B64_TEXT, st.binary(max_size=120).map(_b64),
+                           _JSON_VALUES.map(lambda v: _b64(json.dumps(v).encode()))))
+            for _ in range(draw(st.integers(2, 4)))
+        ]  # fmt: skip
+        return label, ".".join(parts) or ".", None
+    claims = _claims(draw, now, sub, role)
+    good_header = {"alg": "EdDSA", "kid": ED_KID} if ed else {"alg": "HS256", "kid": HS_KID}
+    if label == "forged":
+        if ed:
+            from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+            seed = draw(st.binary(min_size=32, max_size=32).filter(lambda b: b != creds.ed_seed))
+            other = Ed25519PrivateKey.from_private_bytes(seed)
+            token = _by_hand(good_header, claims, other.sign)
+        else:
+            secret = draw(st.binary(min_size=0, max_size=64).filter(lambda b: b != creds.hs_secret))
+            token = _by_hand(good_header, claims, _hs(secret))
+        if draw(st.booleans()):  # or a real token with its claims swapped for others
+            signed = _sign(creds, _claims(draw, now, sub, role), ed).split(".")
+            other_claims = dict(claims, role="admin", sub=draw(VALID_IDS))
+            signed[1] = _b64(json.dumps(other_claims).encode())
+            token = ".".join(signed)
+    elif label == "expired":
+        claims["exp"] = int(now) - LEEWAY_S - 1 - draw(st.integers(0, 10**8))
+        token = _sign(creds, claims, ed)
+    elif label == "not_yet_valid":
+        claims["nbf"] = int(now) + LEEWAY_S + 1 + draw(st.integers(0, 10**8))
+        token = _sign(creds, claims, ed)
+    elif label == "wrong_kid":
+        kid = draw(
+            st.one_of(VALID_IDS, _JUNK, st.none(), st.integers(), st.just([HS_KID])).filter(
+                lambda k: k not in (HS_KID, ED_KID)
+            )
+        )
+        header: dict[str, Any] = {"alg": "HS256"}
+        if kid is not None:
+            header["kid"] = kid
+        token = _by_hand(header, claims, _hs(creds.hs_secret))
+    elif label == "alg_mismatch":
+        how = draw(st.integers(0, 3))
+        if how == 0:  # unsigned
+            token = _by_hand(
+                {"alg": "none", "kid": draw(st.sampled_from([HS_KID, ED_KID]))}, claims
+            )
+        elif how == 1:  # HS256 under the Ed25519 key's kid, keyed with its public bytes
+            from cryptography.hazmat.primitives import serialization
+
+            public = creds.ed_private().public_key()
+            material = draw(st.sampled_from([
+                public.public_bytes(serialization.Encoding.Raw, serialization.PublicFormat.Raw),
+                public.public_bytes(serialization.Encoding.PEM,
+                                    serialization.PublicFormat.SubjectPublicKeyInfo),
+            ]))  # fmt: skip
+            token = _by_hand({"alg": "HS256", "kid": ED_KID}, claims, _hs(material))
+        elif how == 2:  # EdDSA under the HS256 key's kid
+            token = _by_hand({"alg": "EdDSA", "kid": HS_KID}, claims, creds.ed_private().sign)
+        else:  # another algorithm name, signed with the right secret
+            alg = draw(st.sampled_from(["HS384", "HS512", "RS256", "ES256", "hs256", "", "EDDSA"]))
+            token = _by_hand({"alg": alg, "kid": HS_KID}, claims, _hs(creds.hs_secret))
+    elif label == "wrong_audience":
+        aud = draw(st.one_of(st.none(), VALID_IDS.filter(lambda a: a != AUDIENCE),
+                             st.just(["x", "y"]), st.just("Iceshop"), st.integers()))  # fmt: skip
+        if aud is None:
+            del claims["aud"]
+        else:
+            claims["aud"] = aud
+        token = _sign(creds, claims, ed)
+    elif label == "bad_exp":
+        exp: Any = draw(st.sampled_from([None, "9999999999", True, [], {}, "", None]))
+        if exp is None:
+            del claims["exp"]
+        else:
+            claims["exp"] = exp
+        token = _sign(creds, claims, ed)
+    elif label == "bad_role":
+        bad = draw(st.one_of(st.none(), st.sampled_from(["root", "Admin", "ADMIN", "", "buyer ",
+                    "administrator", "*"]), st.integers(), st.just(["admin"])))  # fmt: skip
+        if bad is None:
+            del claims["role"]
+        else:
+            claims["role"] = bad
+        token = _sign(creds, claims, ed)
+    elif label == "bad_sub":
+        bad = draw(st.one_of(st.none(), bad_ids(), st.integers(), st.just(["B1"])))
+        if bad is None:
+            del claims["sub"]
+        else:
+            claims["sub"] = bad
+        token = _sign(creds, claims, ed)
+    elif label == "unicode":
+        if draw(st.booleans()):
+            good = _sign(creds, claims, ed)
+            at = draw(st.integers(0, len(good)))
+            token = good[:at] + draw(_NON_ASCII) + good[at:]
+        else:
+            token = draw(_NON_ASCII) + draw(_JUNK)
+    elif label == "huge":
+        size = draw(st.integers(MAX_TOKEN + 1, 4 * MAX_TOKEN))
+        if draw(st.booleans()):
+            claims["pad"] = "x" * size
+            token = _sign(creds, claims, ed)
+        else:
+            token = "a" * (size // 3) + "." + "b" * (size // 3) + "." + "c" * (size // 3 + 3)
+    elif label == "apikey_unknown":
+        known = {k.key_id for k in creds.api_keys}
+        key_id = draw(VALID_IDS.filter(lambda v: v not in known))
+        token = f"isk_{key_id}_{draw(st.from_regex(r'[0-9a-f]{64}', fullmatch=True))}"
+    elif label == "apikey_wrong_secret":
+        known_key = draw(st.sampled_from(creds.api_keys))
+        real = known_key.key.rpartition("_")[2]
+        wrong = draw(st.from_regex(r"[0-9a-f]{64}", fullmatch=True).filter(lambda v: v != real))
+        token = f"isk_{known_key.key_id}_{wrong}"
+    elif label == "apikey_revoked":
+        token = draw(st.sampled_from(creds.revoked())).key
+    elif label == "apikey_malformed":
+        raw: str = draw(st.sampled_from(creds.api_keys)).key
+        token = draw(st.one_of(
+            st.just(raw.upper()), st.just(raw[:-1]), st.just(raw + "0"), st.just(raw + "_"),
+            st.just("isk_"), _JUNK.map(lambda v: "isk_" + v),
+            st.just(raw.replace("isk_", "isk-")),
+        ).filter(lambda v: v != raw))  # fmt: skip
+        if token.startswith("isk-"):
+            token = "isk_" + token  # still an API key to the node, and a bad one
+    else:
+        raise AssertionError(label)
+    return label, token, None
+
+
+@dataclass(frozen=True)
+class AuthCase:
+    """A request and the credential it carries."""
+
+    case: Case
+    credential: str
+    principal: tuple[str, str] | None  # (sub, role) of a good credential
+
+    def reproducer(self) -> str:
+        who = f"{self.credential} as {self.principal}" if self.principal else self.credential
+        return f"[auth: {who}] {self.case.reproducer()}"
+
+
+def _with_credential(case: Case, header_name: str, value: str | None, nats_safe: bool) -> Case:
+    headers = {k: v for k, v in case.headers.items() if k.lower() != "authorization"}
+    if value is not None:
+        headers[header_name] = _nats_header(value) if nats_safe else value
+    return Case(case.kind, case.defect, case.subject, headers, case.payload, case.values)
+
+
+def _body_buyer(case: Case) -> Any:
+    if "buyer_id" in case.values:
+        return case.values["buyer_id"]
+    try:
+        body = json.loads(case.payload or b"{}")
+    except (ValueError, RecursionError):  # a defect: refused before anyone's rights
+        return None
+    return body.get("buyer_id") if isinstance(body, dict) else None
+
+
+def refused_at_routing(ac: AuthCase) -> bool:
+    """Whether the oracle expects the node to refuse ``ac`` before any actor sees it
+    (the only cases sent to a live node: they must change nothing)."""
+    case = ac.case
+    if ac.principal is None or case.defect not in ("valid", "wild"):
+        return case.defect != "wild"
+    if case.defect == "wild":
+        return False
+    found = contract_route(case.subject)
+    assert found is not None
+    sub, role = ac.principal
+    return not allowed(role, sub, case.kind, found[1], _body_buyer(case))
+
+
+@functools.cache
+@st.composite
+def auth_case(
+    draw: st.DrawFn,
+    creds: Credentials,
+    world: World = World(),
+    nats_safe: bool = False,
+    kind: str | None = None,
+    label: str | None = None,
+    refusals_only: bool = False,
+) -> AuthCase:
+    """A request (valid, defective or, in process, wild) with one credential.
+    ``refusals_only`` keeps to requests the node must refuse at routing (for a live
+    node: a good credential then goes with a defect, or with a valid request its
+    principal may not send)."""
+    label, token, principal = draw(credential(creds, world, label))
+    bases = [defective_case(world, nats_safe, kind)]
+    if kind is None or kind in CONTRACT:
+        bases.append(valid_case(world, kind))
+    if not nats_safe and not refusals_only:
+        bases.append(wild_case(world, kind))
+    case = draw(st.one_of(bases))
+    if nats_safe and case.defect == "valid":  # what NATS carries unchanged
+        case = Case(case.kind, case.defect, case.subject,
+                    {k: _nats_header(v) for k, v in case.headers.items()}, case.payload,
+                    case.values)  # fmt: skip
+    name = draw(_AUTH_NAMES)
+    if label == "missing":
+        value = None
+    elif label == "not_bearer":
+        value = draw(st.one_of(
+            st.sampled_from(["", "Bearer", "Bearer   ", "Basic Zm9vOmJhcg==", "Token abc",
+                             "JWT x.y.z", "isk_a_b", "Bearer\tx"]),
+            _JUNK.filter(lambda v: v.strip().partition(" ")[0].lower() != "bearer"),
+        ))  # fmt: skip
+        if nats_safe and value.strip(" \t\x0b\x0c") == "" and value != "":
+            value = ""
+    else:
+        assert token is not None
+        value = f"{draw(_SCHEMES)} {token}"
+    ac = AuthCase(_with_credential(case, name, value, nats_safe), label, principal)
+    if refusals_only and not refused_at_routing(ac):  # a principal within its rights
+        case = draw(defective_case(world, nats_safe, case.kind))
+        ac = AuthCase(_with_credential(case, name, value, nats_safe), label, principal)
+    return ac
+
+
+def judge_auth(ac: AuthCase, outcome: Outcome, now: float = EPOCH) -> str:
+    """The bucket of ``outcome`` for a request with a credential, or FuzzFailure."""
+    case = ac.case
+    if isinstance(outcome, Crash):
+        raise FuzzFailure(f"the route raised {outcome.error!r}\n{outcome.trace}")
+    if isinstance(outcome, Unrouted):
+        return judge(case, outcome, now)
+    if ac.principal is None:  # bad credentials come first, whatever else is wrong
+        if isinstance(outcome, Routed | Accepted):
+            raise FuzzFailure(f"accepted a request with {ac.credential} credentials")
+        code = error_code(outcome)
+        if code != "unauthorized":
+            raise FuzzFailure(f"{ac.credential} credentials: expected unauthorized, got "
+                              f"{outcome[:300]!r}")  # fmt: skip
+        return code
+    sub, role = ac.principal
+    if isinstance(outcome, Routed | Accepted):
+        bucket = judge(case, outcome, now)  # the body and ids are the contract's
+        if isinstance(outcome, Routed):
+            request = outcome.message
+            got = request.principal
+            if got is None or (got.sub, got.role) != (sub, role):
+                raise FuzzFailure(f"routed with principal {got!r}, the credential is {sub}/{role}")
+            found = contract_route(case.subject)
+            assert found is not None
+            buyer = getattr(request.body, "buyer_id", None)
+            if not allowed(role, sub, str(request.kind), found[1], buyer):
+                raise FuzzFailure(f"{sub}/{role} may not send {request.kind}, yet it was routed")
+        elif not allowed(role, sub, outcome.kind, {}, None):
+            raise FuzzFailure(f"{sub}/{role} may not send {outcome.kind}, yet it was accepted")
+        return bucket
+    code = error_code(outcome)
+    if code == "unauthorized":
+        raise FuzzFailure(f"refused a good {ac.credential} credential: {outcome[:300]!r}")
+    if case.defect == "wild":
+        if code not in ROUTING_CODES | {"forbidden"}:
+            raise FuzzFailure(f"{code} is not decided at routing")
+        return code
+    found = contract_route(case.subject)
+    permitted = found is not None and allowed(role, sub, case.kind, found[1], _body_buyer(case))
+    if case.defect == "valid":
+        if permitted:
+            return judge(case, outcome, now)  # overloaded (a rated buyer) or a mismatch
+        if code != "forbidden":
+            raise FuzzFailure(f"{sub}/{role} outside its rights: expected forbidden, got "
+                              f"{outcome[:300]!r}")  # fmt: skip
+        return code
+    if case.defect == "deadline_passed" and not permitted:
+        expected = frozenset({"forbidden"})  # forbidden is decided before the deadline
+    else:
+        expected = expected_codes(case)
+    if code not in expected:
+        raise FuzzFailure(f"expected {sorted(expected)}, got {outcome[:300]!r}")
     return code

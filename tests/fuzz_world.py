@@ -1,5 +1,9 @@
 """Fuzz a live node over NATS and prove that refused input changed nothing.
 
+Authentication off, or on (``fuzz_shop(tmp, creds)``): then every request carries one
+credential from ``fuzz_inputs.CREDENTIALS`` (forged, expired, unknown or revoked, ... or
+good but outside its principal's rights) and must be refused all the same.
+
 A real nats-server (JetStream) and a ``ShopNode`` with its SQLite journal, on a virtual
 clock that stands still while the fuzz runs (no timer fires, so nothing changes on its
 own). ``seed_world`` builds a shop through the contract's subjects: buyers, a seller with
@@ -27,7 +31,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import anyio
 from hypothesis import HealthCheck, Phase, given, settings
@@ -39,21 +43,32 @@ from actors.nats import Msg, NatsServer, NatsTransport
 from iceshop.node import ShopNode
 from iceshop.settings import Settings
 from tests.fuzz_inputs import (
+    CREDENTIALS,
     EPOCH,
+    KINDS,
+    ApiKey,
+    AuthCase,
     Case,
+    Credentials,
     FuzzFailure,
     Unrouted,
     World,
+    auth_case,
     defect_pairs,
     defective_case,
+    good_token,
     judge,
+    judge_auth,
 )
 from tests.shop_client import Client, VirtualShop
 
 __all__ = [
     "JOURNAL_TABLES",
+    "AuthedClient",
     "NatsReport",
     "Snapshot",
+    "create_api_keys",
+    "credentials_for_every_kind",
     "defects_for_every_kind",
     "draw_cases",
     "fuzz_over_nats",
@@ -61,6 +76,8 @@ __all__ = [
     "seed_world",
     "snapshot",
 ]
+
+T = TypeVar("T")
 
 INTERVAL = 10.0
 LEAD = 60.0
@@ -75,15 +92,43 @@ JOURNAL_TABLES = (
 )
 
 
+class AuthedClient(Client):
+    """A client that sends every request with one bearer credential (unless the call
+    names its own Authorization)."""
+
+    def __init__(self, transport: NatsTransport, token: str) -> None:
+        super().__init__(transport)
+        self.token = token
+
+    async def call(
+        self,
+        subject: str,
+        body: dict[str, Any] | None = None,
+        *,
+        raw: bytes | None = None,
+        headers: dict[str, str] | None = None,
+        timeout: float = 5.0,  # noqa: ASYNC109 - passed to the NATS request
+    ) -> dict[str, Any]:
+        merged = {"Authorization": f"Bearer {self.token}", **(headers or {})}
+        return await super().call(subject, body, raw=raw, headers=merged, timeout=timeout)
+
+
 @asynccontextmanager
-async def fuzz_shop(tmp: Path) -> AsyncIterator[VirtualShop]:
-    """A node (authentication off, said explicitly) on a fresh nats-server and data dir."""
+async def fuzz_shop(tmp: Path, creds: Credentials | None = None) -> AsyncIterator[VirtualShop]:
+    """A node on a fresh nats-server and data dir: authentication off (said explicitly),
+    or, given ``creds``, on with their token keys, spoken to as an admin."""
+    keys_dir = tmp / "keys"
+    if creds is not None:
+        keys_dir.mkdir(parents=True)
+        for name, content in creds.key_files().items():
+            (keys_dir / name).write_bytes(content)
     with NatsServer(jetstream=True, store_dir=tmp / "js") as server:
         settings = Settings(
             nats_url=server.url,
             data_dir=str(tmp / "node"),
             node_id="fuzz",
-            auth="off",
+            auth="off" if creds is None else "on",
+            auth_keys_dir=str(keys_dir) if creds is not None else "",
             campaign_min_quantity=3,
             campaign_interval_s=INTERVAL,
             campaign_cooldown_s=3600,
@@ -94,7 +139,33 @@ async def fuzz_shop(tmp: Path) -> AsyncIterator[VirtualShop]:
         )
         clock = VirtualClock(start=0.0, epoch=EPOCH)
         async with ShopNode(settings, clock=clock) as node, NatsTransport(server.url) as t:
-            yield VirtualShop(node, clock, Client(t))
+            if creds is None:
+                yield VirtualShop(node, clock, Client(t))
+            else:
+                admin = good_token(creds, "fuzz-admin", "admin", clock.time())
+                yield VirtualShop(node, clock, AuthedClient(t, admin))
+
+
+async def create_api_keys(shop: VirtualShop, creds: Credentials) -> Credentials:
+    """API keys made through the admin subjects (two of them revoked): ``creds`` with
+    them, for the fuzz to use and forge."""
+    made = []
+    for key_id, role, principal, revoke in (
+        ("fz-gw", "gateway", None, False),
+        ("fz-b1", "buyer", "B1", False),
+        ("fz-s1", "seller", "S1", False),
+        ("fz-adm", "admin", None, False),
+        ("fz-rev", "gateway", None, True),
+        ("fz-rev-adm", "admin", None, True),
+    ):
+        body: dict[str, Any] = {"role": role}
+        if principal is not None:
+            body["principal"] = principal
+        view = await shop.client.ok(f"admin.apikeys.{key_id}.create", body)
+        if revoke:
+            await shop.client.ok(f"admin.apikeys.{key_id}.revoke")
+        made.append(ApiKey(view["api_key"], role, view["principal"], revoke))
+    return Credentials(tuple(made), creds.hs_secret, creds.ed_seed)
 
 
 async def seed_world(shop: VirtualShop) -> World:
@@ -198,10 +269,28 @@ def defects_for_every_kind(world: World, per_pair: int, seed: int) -> list[Case]
     return cases
 
 
-def draw_cases(strategy: st.SearchStrategy[Case], count: int, seed: int) -> list[Case]:
+def credentials_for_every_kind(
+    world: World, creds: Credentials, per_pair: int, seed: int
+) -> list[AuthCase]:
+    """``per_pair`` NATS-safe requests for every (command, credential) pair, each one
+    the node must refuse at routing (bad credentials with any request; good ones with a
+    defect, or with a valid request outside the principal's rights), interleaved."""
+    cases = [
+        case
+        for kind in KINDS
+        for label in CREDENTIALS
+        for case in draw_cases(
+            auth_case(creds, world, True, kind, label, refusals_only=True), per_pair, seed
+        )
+    ]
+    random.Random(seed).shuffle(cases)
+    return cases
+
+
+def draw_cases(strategy: st.SearchStrategy[T], count: int, seed: int) -> list[T]:
     """``count`` cases from ``strategy``, the same ones for the same seed (the first is
     Hypothesis's simplest example)."""
-    out: list[Case] = []
+    out: list[T] = []
 
     @hypothesis_seed(seed)
     @settings(
@@ -212,7 +301,7 @@ def draw_cases(strategy: st.SearchStrategy[Case], count: int, seed: int) -> list
         suppress_health_check=list(HealthCheck),
     )
     @given(strategy)
-    def collect(case: Case) -> None:
+    def collect(case: T) -> None:
         out.append(case)
 
     collect()
@@ -232,12 +321,14 @@ class NatsReport:
 async def fuzz_over_nats(
     shop: VirtualShop,
     world: World,
-    cases: Sequence[Case],
+    cases: Sequence[Case | AuthCase],
     *,
     concurrency: int = 16,
     progress: Callable[[int], None] | None = None,
 ) -> NatsReport:
-    """Send every case, judge every reply; count the events published meanwhile."""
+    """Send every case, judge every reply; count the events published meanwhile. A
+    case with a credential is judged by the authentication oracle (``by_defect`` then
+    counts by credential)."""
     transport = shop.client.transport
     report = NatsReport()
     events: list[str] = []
@@ -247,10 +338,11 @@ async def fuzz_over_nats(
 
     probe = await transport.subscribe("iceshop.events.>", on_event)
     await transport.flush()
-    pending: Iterator[Case] = iter(cases)
+    pending: Iterator[Case | AuthCase] = iter(cases)
 
     async def worker() -> None:
-        for case in pending:
+        for item in pending:
+            case = item.case if isinstance(item, AuthCase) else item
             try:
                 reply, _ = await transport.request(
                     case.subject, case.payload, headers=case.headers or None, timeout=10.0
@@ -259,16 +351,20 @@ async def fuzz_over_nats(
             except NoResponders:
                 outcome = Unrouted()
             except Exception as exc:  # a timeout: the node stopped answering
-                report.failures.append(f"{exc!r}: {case.reproducer()}")
+                report.failures.append(f"{exc!r}: {item.reproducer()}")
                 continue
             try:
-                bucket = judge(case, outcome, world.now)
+                if isinstance(item, AuthCase):
+                    bucket = judge_auth(item, outcome, world.now)
+                else:
+                    bucket = judge(case, outcome, world.now)
             except FuzzFailure as exc:
-                report.failures.append(f"{exc}: {case.reproducer()}")
+                report.failures.append(f"{exc}: {item.reproducer()}")
                 continue
             report.sent += 1
             report.buckets[bucket] += 1
-            report.by_defect[case.defect, bucket] += 1
+            group = item.credential if isinstance(item, AuthCase) else case.defect
+            report.by_defect[group, bucket] += 1
             if progress is not None:
                 progress(report.sent)
 

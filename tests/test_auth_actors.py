@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -13,6 +14,7 @@ from actors.journal import MemoryJournal
 from actors.nats import Msg
 from actors.testkit import ActorTestKit
 from iceshop.auth import APIKEY_KIND, REGISTRY_KEY, ApiKeyActor, ApiKeyRegistry, LoadKeys
+from iceshop.auth.apikey_actor import REFRESH_INTERVAL_S
 from iceshop.auth.apikeys import format_api_key, new_record
 from iceshop.auth.service import NodeAuth
 from iceshop.buyer import KIND as BUYER
@@ -100,6 +102,54 @@ async def test_the_registry_follows_the_journal_also_after_a_failed_commit() -> 
         secret = made.api_key.rsplit("_", 1)[1].encode()
         recovered = await journal.recover([(APIKEY_KIND, REGISTRY_KEY)])
         assert all(secret not in e for e in recovered[0].events)
+
+
+async def test_a_change_made_through_another_node_applies_here_without_its_event() -> None:
+    """Two nodes over one journal, and the revocation's announcement never reaches the
+    second: its actor's refresh still applies it within one interval (and brings it keys
+    created elsewhere)."""
+    journal = MemoryJournal()
+    settings = Settings()
+    here, there = ApiKeyRegistry(), ApiKeyRegistry()
+    interval = REFRESH_INTERVAL_S
+    async with ActorTestKit(journal=journal) as a, ActorTestKit(journal=journal) as b:
+
+        def actor(registry: ApiKeyRegistry) -> Callable[[], ApiKeyActor]:
+            return lambda: ApiKeyActor(settings, registry, refresh_s=interval)
+
+        a.system.register(APIKEY_KIND, actor(here), cls=ApiKeyActor)
+        b.system.register(APIKEY_KIND, actor(there), cls=ApiKeyActor)
+        keys_a = a.system.ref(APIKEY_KIND, REGISTRY_KEY)
+        keys_b = b.system.ref(APIKEY_KIND, REGISTRY_KEY)
+        assert await keys_b.ask(LoadKeys()) == 0
+        made = await keys_a.ask(create("k1"))
+        assert isinstance(made, ApiKeyView) and made.api_key is not None
+        assert there.get("k1") is None
+        keys_b.stop()  # what b does on the "created" event: reload (NodeAuth.reload_api_keys)
+        assert await keys_b.ask(LoadKeys()) == 1
+        assert there.verify(made.api_key).sub == "k1"
+
+        await keys_a.ask(revoke("k1"))
+        with pytest.raises(ShopError, match="revoked"):
+            here.verify(made.api_key)  # at once where it was revoked
+        await b.advance(interval - 1.0)
+        assert there.verify(made.api_key).sub == "k1"  # not yet refreshed
+        await b.advance(1.0)
+        with pytest.raises(ShopError, match="revoked"):
+            there.verify(made.api_key)  # bounded by the refresh interval
+        assert code(await keys_b.ask(create("k1"))) is ErrorCode.IDEMPOTENCY_CONFLICT
+        done = await keys_b.ask(revoke("k1"))  # idempotent: it knows k1 is revoked
+        assert isinstance(done, ApiKeyView) and done.status == "revoked"
+
+        # b's actor took the records but not the journal position: its first write is
+        # refused by the sequence check (retryable) and it is rebuilt; the retry lands.
+        with pytest.raises(CommitFailed):
+            await keys_b.ask(create("k2"))
+        await b.advance(1.0)
+        k2 = await keys_b.ask(create("k2"))
+        assert isinstance(k2, ApiKeyView) and k2.api_key is not None
+        await a.advance(interval)
+        assert here.verify(k2.api_key).sub == "k2"
 
 
 async def test_buyer_and_seller_keys_must_name_their_principal() -> None:

@@ -30,6 +30,7 @@ from iceshop.auth import (
     mint,
     write_key_file,
 )
+from iceshop.auth.service import NodeAuth
 from iceshop.node import ShopNode
 from iceshop.settings import Settings
 from tests.shop_client import Client
@@ -311,7 +312,18 @@ async def test_every_principal_acts_only_within_its_rights(tmp_path: Path) -> No
         assert await shop.error("windows.list", token=None) == "unauthorized"
 
 
-async def test_api_keys_work_until_revoked_and_stop_at_once(tmp_path: Path) -> None:
+async def test_api_keys_work_until_revoked_and_stop_at_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The node's own "revoked" event would also revoke the key here, and it may arrive
+    # before the next request: ignore it, so only the actor's synchronous update of the
+    # registry (in the turn that stores the revoke) can make the key stop at once.
+    heard: list[str] = []
+
+    async def ignore(self: NodeAuth, msg: Msg) -> None:
+        heard.append(msg.subject)
+
+    monkeypatch.setattr(NodeAuth, "on_key_event", ignore)
     async with auth_shop(tmp_path) as shop:
         admin = shop.token("root", "admin")
         create = "admin.apikeys.partner1.create"
@@ -346,6 +358,9 @@ async def test_api_keys_work_until_revoked_and_stop_at_once(tmp_path: Path) -> N
         assert again["revoked_at"] == revoked["revoked_at"]
         assert await shop.error("admin.apikeys.nope.revoke", token=admin) == "invalid_request"
         assert await shop.error("buyers.B7.register", buyer, token=key) == "unauthorized"
+        # the event was sent, and ignored: the refusal above owes nothing to it
+        await shop.until("revoked event", lambda: [s for s, _ in shop.events if "revoked" in s])
+        await shop.until("the node heard it", lambda: heard)
 
 
 async def test_api_keys_survive_a_restart(tmp_path: Path) -> None:

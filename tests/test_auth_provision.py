@@ -8,6 +8,8 @@ from pathlib import Path
 
 import jwt
 import pytest
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+from cryptography.hazmat.primitives.serialization import Encoding, PublicFormat
 
 from actors import RealClock, VirtualClock
 from iceshop.auth import (
@@ -141,11 +143,25 @@ async def test_a_running_node_picks_up_added_and_removed_keys(tmp_path: Path) ->
     write_key_file(keys / "b.key", b_file)
     assert await auth.reload_keys() is True
     assert auth.verifier.verify(by_b).sub == "g"
+    # A key deleted (say, stolen) while another file is broken: the broken file is
+    # skipped and the deletion still applies. (Keeping the whole ring while any file is
+    # bad would keep a stolen key working for as long as the bad file stays there.)
     (keys / "a.key").unlink()
     (keys / "bad.key").write_text("short")
-    assert await auth.reload_keys() is False  # a bad file keeps the ring in use
-    assert auth.ring.kids() == ["a", "b"]
-    (keys / "bad.key").unlink()
     assert await auth.reload_keys() is True
+    assert auth.ring.kids() == ["b"]
+    assert auth.keys is not None and [p for p in auth.keys.skipped if "bad.key" in p]
     with pytest.raises(ShopError, match="does not know"):
         auth.verifier.verify(by_a)  # removed: refused at once, though it was cached
+    assert auth.verifier.verify(by_b).sub == "g"  # the good key still verifies
+    # a key id in two files: neither is used (which one is meant is unknown)
+    write_key_file(keys / "c.key", generate_hs256("c")[1])
+    public = Ed25519PrivateKey.generate().public_key()
+    pem = public.public_bytes(Encoding.PEM, PublicFormat.SubjectPublicKeyInfo)
+    write_key_file(keys / "b.pub", pem)
+    assert await auth.reload_keys() is True
+    assert auth.ring.kids() == ["c"]
+    (keys / "b.pub").unlink()
+    (keys / "bad.key").unlink()
+    assert await auth.reload_keys() is True
+    assert auth.ring.kids() == ["b", "c"] and auth.keys.skipped == []

@@ -21,21 +21,39 @@ from hypothesis import strategies as st
 from actors.nats import Routed
 from iceshop.node.routing import make_route
 from tests.fuzz_inputs import (
+    BAD_CREDENTIALS,
     CONTRACT,
+    CREDENTIALS,
     KINDS,
     MAX_BODY,
     Accepted,
+    AuthCase,
     Case,
+    Credentials,
     FuzzFailure,
     RouteTable,
     World,
     any_case,
+    auth_case,
     contract_route,
     defect_pairs,
+    fixed_api_keys,
     format_deadline,
+    good_token,
     judge,
+    judge_auth,
 )
-from tests.fuzz_world import defects_for_every_kind, fuzz_over_nats, fuzz_shop, seed_world, snapshot
+from tests.fuzz_world import (
+    create_api_keys,
+    credentials_for_every_kind,
+    defects_for_every_kind,
+    fuzz_over_nats,
+    fuzz_shop,
+    seed_world,
+    snapshot,
+)
+
+CREDS = Credentials(fixed_api_keys())
 
 FUZZ = settings(
     max_examples=25,  # x 8 cases per example, per command
@@ -62,6 +80,47 @@ def test_fuzzed_requests_are_judged_right(
 ) -> None:
     for case in cases.draw(st.lists(any_case(World(), kind), min_size=8, max_size=8)):
         judge(case, table.dispatch(case.subject, case.headers, case.payload))
+
+
+@pytest.fixture(scope="module")
+def auth_table() -> RouteTable:
+    return RouteTable.from_node(creds=CREDS)
+
+
+@pytest.mark.parametrize("label", CREDENTIALS)
+@settings(FUZZ, max_examples=12)
+@given(cases=st.data())
+def test_fuzzed_credentials_are_judged_right(
+    auth_table: RouteTable, label: str, cases: st.DataObject
+) -> None:
+    """Authentication on: every credential (good, forged, expired, revoked, ...) with
+    valid, defective and wild requests over every subject, in the contract's precedence
+    (unauthorized, then invalid_request, then forbidden)."""
+    for ac in cases.draw(st.lists(auth_case(CREDS, World(), label=label), min_size=4, max_size=4)):
+        case = ac.case
+        judge_auth(ac, auth_table.dispatch(case.subject, case.headers, case.payload))
+
+
+def test_the_auth_oracle_catches_a_gate_that_lets_anyone_in(auth_table: RouteTable) -> None:
+    """Routes without authentication must fail the authentication oracle, as must a
+    forbidden request that is routed: the auth fuzz can fail."""
+    lax = RouteTable.from_node()  # authentication off
+    body = b'{"name":"Seller"}'
+    subject = "iceshop.sellers.S1.register"
+    for label in ("missing", "expired"):
+        token = None if label == "missing" else "Bearer x.y.z"
+        headers = {} if token is None else {"Authorization": token}
+        ac = AuthCase(Case("seller.register", "valid", subject, headers, body), label, None)
+        assert judge_auth(ac, auth_table.dispatch(subject, headers, body)) == "unauthorized"
+        with pytest.raises(FuzzFailure, match="accepted a request with"):
+            judge_auth(ac, lax.dispatch(subject, headers, body))
+    buyer = good_token(CREDS, "B1", "buyer", auth_table.clock.time())
+    headers = {"Authorization": f"Bearer {buyer}"}
+    ac = AuthCase(Case("seller.register", "valid", subject, headers, body), "jwt_hs256",
+                  ("B1", "buyer"))  # fmt: skip
+    assert judge_auth(ac, auth_table.dispatch(subject, headers, body)) == "forbidden"
+    with pytest.raises(FuzzFailure, match="principal None"):
+        judge_auth(ac, lax.dispatch(subject, headers, body))
 
 
 def test_every_contract_subject_is_served(table: RouteTable) -> None:
@@ -151,3 +210,54 @@ async def test_fuzz_over_nats_changes_nothing(tmp_path: Path) -> None:
             after.views["window"]["quantity_reserved"] + 1
         )
         assert any(line.startswith("journal table events") for line in after.changes(changed))
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_auth_fuzz_over_nats_changes_nothing(tmp_path: Path) -> None:
+    """Authentication on: three requests of every (command, credential) pair that the
+    node must refuse; nothing changes, and good credentials are still served."""
+    async with fuzz_shop(tmp_path, Credentials()) as shop:
+        world = await seed_world(shop)
+        creds = await create_api_keys(shop, Credentials())
+        cases = await anyio.to_thread.run_sync(credentials_for_every_kind, world, creds, 3, 7)
+        assert len(cases) == 3 * len(KINDS) * len(CREDENTIALS)
+        before = await snapshot(shop, world)
+
+        report = await fuzz_over_nats(shop, world, cases)
+
+        assert report.failures == []
+        assert report.sent == len(cases)
+        assert set(report.buckets) <= {
+            "unauthorized", "invalid_request", "forbidden", "unavailable", "unrouted"
+        }  # fmt: skip
+        bad = sum(n for (label, _), n in report.by_defect.items() if label in BAD_CREDENTIALS)
+        assert report.buckets["unauthorized"] > bad // 2
+        outside = sum(1 for c in cases if c.principal is not None and c.case.defect == "valid")
+        assert report.buckets["forbidden"] >= outside > 0  # good credentials, no rights
+        assert report.events == 0
+        after = await snapshot(shop, world)
+        assert before.changes(after) == []
+
+        # still serving good credentials: a gateway key registers a buyer, whose own
+        # token joins; the revoked key is still refused
+        gateway = next(k.key for k in creds.api_keys if k.role == "gateway" and not k.revoked)
+        revoked = next(k.key for k in creds.api_keys if k.revoked)
+        c = shop.client
+        buyer = {"name": "Late buyer", "phone": "+905551112299"}
+        reply = await c.call(
+            "buyers.B9.register", buyer, headers={"Authorization": f"Bearer {revoked}"}
+        )
+        assert reply["error"]["code"] == "unauthorized"
+        reply = await c.call(
+            "buyers.B9.register", buyer, headers={"Authorization": f"Bearer {gateway}"}
+        )
+        assert reply["ok"] is True, reply
+        b9 = good_token(creds, "B9", "buyer", shop.clock.time(), ed=True)
+        (wid,) = world.pool("window_id")
+        joined = await c.call(
+            f"windows.{wid}.join",
+            {"join_id": "J9", "buyer_id": "B9"},
+            headers={"Authorization": f"Bearer {b9}"},
+        )
+        assert joined["ok"] is True and joined["data"]["status"] == "reserved", joined

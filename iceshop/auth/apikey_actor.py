@@ -17,10 +17,19 @@ the same turn that persists the change, before the commit and so before the repl
 leaves: by the time an admin reads "revoked", this node refuses the key. If the commit
 fails the actor is rebuilt from its journal and ``on_start`` copies the stored records
 over the registry again, so it never keeps a change that was not stored (a create whose
-commit failed never had its secret shown to anyone). Other nodes learn of a change from
-its event (``<prefix>.events.apikey.<key_id>.created`` / ``.revoked``, without hash or
-secret) and apply revocations at once; a key created on another node is known here after
-this node's next start (while the shop runs one node this never arises).
+commit failed never had its secret shown to anyone).
+
+**Other nodes** (a cluster: every node runs its own actor over the shared journal) hear
+of a change from its event (``<prefix>.events.apikey.<key_id>.created`` / ``.revoked``,
+without hash or secret): a revocation is applied at once, a creation makes the node
+reload the actor. Those announcements are core NATS messages, so a node that was
+disconnected when one went out would miss it. The journal is what counts, so the actor
+also reads its own journal record again every ``refresh_s`` seconds
+(:data:`REFRESH_INTERVAL_S`, an in-memory timer on the node's clock): when the journal
+holds changes this actor has not seen, made by another node, it takes the stored
+records as they are and copies them over the registry. A revocation reaches every node
+within ``refresh_s`` whatever happened to its event; the check is one journal read of
+one actor.
 
 Both are admin actions and are audited in their own commit (``apikey.created`` /
 ``apikey.revoked`` by the admin who sent them, the create's note as its why; never the
@@ -35,6 +44,8 @@ import msgspec
 import structlog
 
 from actors import PersistentActor
+from actors.errors import ActorsError
+from actors.journal.base import Recovery
 from iceshop.audit import actor_of, apikey_changed, emit_audit
 from iceshop.auth.apikeys import ApiKeyRecord, ApiKeyRegistry, format_api_key, new_record
 from iceshop.auth.principal import ADMIN, BUYER, SELLER
@@ -52,6 +63,7 @@ from iceshop.wire import (
 
 __all__ = [
     "APIKEY_KIND",
+    "REFRESH_INTERVAL_S",
     "REGISTRY_KEY",
     "ApiKeyActor",
     "ApiKeyEvent",
@@ -59,6 +71,7 @@ __all__ = [
     "KeyCreated",
     "KeyRevoked",
     "LoadKeys",
+    "RefreshKeys",
     "key_view",
 ]
 
@@ -66,6 +79,10 @@ log = structlog.get_logger("iceshop.auth")
 
 APIKEY_KIND: Final = "apikey"
 REGISTRY_KEY: Final = "all"
+#: How often the actor reads its journal record again for other nodes' changes: the
+#: longest a node keeps accepting a key revoked elsewhere whose event it missed.
+REFRESH_INTERVAL_S: Final = 10.0
+_REFRESH_TIMER: Final = "refresh"
 
 
 class KeyCreated(msgspec.Struct, frozen=True, tag="apikey.created"):
@@ -89,6 +106,45 @@ class LoadKeys(msgspec.Struct, frozen=True):
     answers how many keys it holds."""
 
 
+class RefreshKeys(msgspec.Struct, frozen=True):
+    """Read the journal record again (the actor's timer sends it; so may a test).
+    Answers nothing useful: the registry is updated once the read is back."""
+
+
+class _Stored:
+    """The journal's record of this actor, read by a refresh."""
+
+    __slots__ = ("recovery",)
+
+    def __init__(self, recovery: Recovery) -> None:
+        self.recovery = recovery
+
+
+class _NotRead:
+    """A refresh's journal read failed (the next one tries again)."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_events = msgspec.msgpack.Decoder(ApiKeyEvent)
+_snapshot = msgspec.msgpack.Decoder(ApiKeyState)
+
+
+def _fold(records: dict[str, ApiKeyRecord], event: Any) -> None:
+    match event:
+        case KeyCreated(record=record):
+            records[record.key_id] = record
+        case KeyRevoked(key_id=key_id, at=at):
+            old = records.get(key_id)
+            if old is not None:
+                records[key_id] = msgspec.structs.replace(old, revoked_at=at)
+        case _:
+            raise TypeError(f"not an API key event: {event!r}")
+
+
 def key_view(record: ApiKeyRecord, api_key: str | None = None) -> ApiKeyView:
     return ApiKeyView(
         key_id=record.key_id,
@@ -105,30 +161,31 @@ def key_view(record: ApiKeyRecord, api_key: str | None = None) -> ApiKeyView:
 class ApiKeyActor(PersistentActor):
     """Every API key; see the module docstring."""
 
-    __slots__ = ("prefix", "registry", "state")
+    __slots__ = ("prefix", "refresh_s", "registry", "seen", "state")
 
     event_type = ApiKeyEvent
     snapshot_type = ApiKeyState
     snapshot_every = 200
 
-    def __init__(self, settings: Settings, registry: ApiKeyRegistry) -> None:
+    def __init__(
+        self,
+        settings: Settings,
+        registry: ApiKeyRegistry,
+        *,
+        refresh_s: float | None = REFRESH_INTERVAL_S,
+    ) -> None:
         self.prefix = settings.prefix
         self.registry = registry
         self.state = ApiKeyState()
+        #: Seconds between journal re-reads (None: never; one node alone needs none).
+        self.refresh_s = refresh_s
+        #: The journal sequence the state reflects, also when it was adopted by a refresh.
+        self.seen = 0
 
     # -- persistence ----------------------------------------------------------------------
 
     def apply(self, event: Any) -> None:
-        records = self.state.records
-        match event:
-            case KeyCreated(record=record):
-                records[record.key_id] = record
-            case KeyRevoked(key_id=key_id, at=at):
-                old = records.get(key_id)
-                if old is not None:
-                    records[key_id] = msgspec.structs.replace(old, revoked_at=at)
-            case _:
-                raise TypeError(f"not an API key event: {event!r}")
+        _fold(self.state.records, event)
 
     def snapshot(self) -> ApiKeyState:
         return self.state
@@ -139,7 +196,49 @@ class ApiKeyActor(PersistentActor):
     def on_start(self) -> None:
         """The registry becomes what the journal holds (also after a failed commit)."""
         self.registry.replace_all(self.state.records.values())
+        self.seen = self.seq
         log.info("API keys loaded", keys=len(self.state.records))
+        if self.refresh_s is not None:
+            self.start_timer(_REFRESH_TIMER, self.refresh_s, RefreshKeys())
+
+    # -- other nodes' changes ---------------------------------------------------------------
+
+    def _refresh(self) -> None:
+        if self.refresh_s is not None:
+            self.start_timer(_REFRESH_TIMER, self.refresh_s, RefreshKeys())
+        journal = self.system.journal
+        if journal is None:
+            return
+        ids = [(APIKEY_KIND, REGISTRY_KEY)]
+
+        async def read() -> Recovery:
+            return (await journal.recover(ids))[0]
+
+        try:
+            self.pipe(read, _Stored, _NotRead)
+        except ActorsError as exc:  # the system is stopping: nothing left to refresh
+            log.debug("API key refresh skipped", error=repr(exc))
+
+    def _adopt(self, stored: Recovery) -> None:
+        """Take the journal's records when they are newer than this actor's: another
+        node changed them (this node's own changes are in ``seq`` before they are
+        stored, so a read that merely lags behind them is ignored)."""
+        if stored.seq <= max(self.seq, self.seen):
+            return
+        try:
+            state = ApiKeyState() if stored.snapshot is None else _snapshot.decode(stored.snapshot)
+            for data in stored.events:
+                _fold(state.records, _events.decode(data))
+        except (msgspec.DecodeError, TypeError) as exc:
+            log.error("API key records not refreshed: unreadable journal", error=repr(exc))
+            return
+        before = {k: r.revoked for k, r in self.state.records.items()}
+        self.state = state
+        self.seen = stored.seq
+        self.registry.replace_all(state.records.values())
+        revoked = sorted(k for k, r in state.records.items() if r.revoked and not before.get(k))
+        added = sorted(k for k in state.records if k not in before)
+        log.info("API keys refreshed from the journal", revoked=revoked, added=added)
 
     # -- commands -------------------------------------------------------------------------
 
@@ -147,6 +246,15 @@ class ApiKeyActor(PersistentActor):
         match message:
             case LoadKeys():
                 return len(self.state.records)
+            case RefreshKeys():
+                self._refresh()
+                return None
+            case _Stored(recovery=stored):
+                self._adopt(stored)
+                return None
+            case _NotRead(error=error):
+                log.warning("API key refresh: journal not read", error=repr(error))
+                return None
             case Request(principal=principal) if principal is not None and principal.role != ADMIN:
                 return ShopError(ErrorCode.FORBIDDEN, "API keys are for admins only")
             case Request(

@@ -16,8 +16,10 @@ Keys live in a directory, one file each, named by their key id (the contract's i
 Other files are ignored. Reading is blocking file I/O, so the node reads in a worker
 thread (:meth:`KeyDirectory.read_if_changed`) and swaps the result into its
 :class:`KeyRing` on the event loop; a directory whose files have not changed is not
-read again. A bad file refuses the node's start, and on a later reload it keeps the
-ring as it was (logged): a typo must not lock everyone out.
+read again. A bad file refuses the node's start. On a later reload a bad file (or a key
+id found in two files) is skipped, loudly, and every other change still applies: the
+keys in good files stay, and a deleted file's key is gone (one unreadable file must not
+keep a stolen key alive by freezing the ring as it was).
 """
 
 from __future__ import annotations
@@ -191,11 +193,13 @@ def _parse_key(kid: str, suffix: str, text: bytes) -> TokenKey:
 class KeyDirectory:
     """A directory of key files, read again only when its files change."""
 
-    __slots__ = ("_seen", "path")
+    __slots__ = ("_seen", "path", "skipped")
 
     def __init__(self, path: str | os.PathLike[str]) -> None:
         self.path = Path(path)
         self._seen: tuple[tuple[str, int, int], ...] | None = None
+        #: What the last lenient read (:meth:`read_if_changed`) left out, and why.
+        self.skipped: list[str] = []
 
     def _listing(self) -> tuple[tuple[str, int, int], ...]:
         entries = []
@@ -213,24 +217,43 @@ class KeyDirectory:
             raise KeyRingError(f"{self.path}: cannot list it: {exc}") from exc
         return tuple(sorted(entries))
 
-    def read(self) -> list[TokenKey]:
-        """Every key in the directory (blocking); a missing directory has none."""
+    def read(self, *, skip_bad: bool = False) -> list[TokenKey]:
+        """Every key in the directory (blocking); a missing directory has none. A bad
+        file or a key id in two files raises :class:`KeyRingError`, or with ``skip_bad``
+        is left out (both files, for a key id in two: which one is meant is unknown) and
+        described in :attr:`skipped`."""
         listing = self._listing()
         keys: dict[str, TokenKey] = {}
+        twice: set[str] = set()
+        skipped: list[str] = []
         for name, _, _ in listing:
-            key = load_key(self.path / name)
-            if key.kid in keys:
-                raise KeyRingError(f"{self.path}: key id {key.kid!r} is in two files")
+            try:
+                key = load_key(self.path / name)
+            except KeyRingError as exc:
+                if not skip_bad:
+                    raise
+                skipped.append(str(exc))
+                continue
+            if key.kid in keys or key.kid in twice:
+                problem = f"{self.path}: key id {key.kid!r} is in two files"
+                if not skip_bad:
+                    raise KeyRingError(problem)
+                skipped.append(f"{problem}; neither is used")
+                twice.add(key.kid)
+                keys.pop(key.kid, None)
+                continue
             keys[key.kid] = key
         self._seen = listing
+        self.skipped = skipped
         return list(keys.values())
 
     def read_if_changed(self) -> list[TokenKey] | None:
         """The keys if any file was added, changed or removed since the last read, else
-        ``None`` (blocking; call it from a worker thread)."""
+        ``None`` (blocking; call it from a worker thread). Bad files are skipped (see
+        :attr:`skipped`): the good ones still apply."""
         if self._listing() == self._seen:
             return None
-        return self.read()
+        return self.read(skip_bad=True)
 
 
 def generate_ed25519(kid: str) -> tuple[TokenKey, bytes]:

@@ -8,10 +8,14 @@ token is a configuration error, not a running shop. It then
 
 - re-reads the directory every ``RELOAD_INTERVAL_S`` in a worker thread
   (:meth:`watch_keys`), so a key added to every node is accepted within seconds and a
-  removed one stops verifying (the token cache is emptied when the ring changes);
+  removed one stops verifying (the token cache is emptied when the ring changes); a bad
+  file met then is skipped with an error in the log, the other files still apply;
 - loads the API key records (:meth:`load_api_keys`: the ``apikey`` actor recovers and
   fills the registry);
-- applies revocations made on other nodes from their events (:meth:`on_key_event`).
+- applies revocations made on other nodes from their events (:meth:`on_key_event`), and,
+  with a shared journal (a cluster), has the ``apikey`` actor read the journal again
+  every ``REFRESH_INTERVAL_S`` of the apikey module, so a revocation whose event this
+  node missed still applies within that time.
 
 With ``auth = off`` only the per-buyer rate limits remain, and the node says loudly
 that anyone can act as anyone.
@@ -28,7 +32,13 @@ import structlog
 
 from actors import ActorSystem, Clock
 from actors.nats import Msg
-from iceshop.auth.apikey_actor import APIKEY_KIND, REGISTRY_KEY, ApiKeyActor, LoadKeys
+from iceshop.auth.apikey_actor import (
+    APIKEY_KIND,
+    REFRESH_INTERVAL_S,
+    REGISTRY_KEY,
+    ApiKeyActor,
+    LoadKeys,
+)
 from iceshop.auth.apikeys import ApiKeyRegistry
 from iceshop.auth.gate import Gate
 from iceshop.auth.keyring import RELOAD_INTERVAL_S, KeyDirectory, KeyRing, KeyRingError
@@ -102,8 +112,13 @@ class NodeAuth:
         nodes at once are kept apart by the journal's sequence check (one is refused as
         retryable and its actor reloads)."""
         settings, registry = self.settings, self.apikeys
+        # Only a shared journal has other writers to catch up with (see ApiKeyActor).
+        refresh = REFRESH_INTERVAL_S if settings.journal == "jetstream" else None
         system.register(
-            APIKEY_KIND, lambda: ApiKeyActor(settings, registry), cls=ApiKeyActor, local=True
+            APIKEY_KIND,
+            lambda: ApiKeyActor(settings, registry, refresh_s=refresh),
+            cls=ApiKeyActor,
+            local=True,
         )
 
     async def load_api_keys(self, system: ActorSystem, timeout: float = 30.0) -> int:  # noqa: ASYNC109
@@ -127,7 +142,9 @@ class NodeAuth:
 
     async def reload_keys(self) -> bool:
         """Read the key directory again if it changed; whether the ring was replaced. A
-        bad file keeps the ring as it is (logged)."""
+        bad file is skipped (logged as an error) and the rest applies, so deleting a
+        stolen key works even while another file is broken; only a directory that cannot
+        be listed keeps the ring as it is."""
         keys = self.keys
         if keys is None:
             return False
@@ -138,6 +155,8 @@ class NodeAuth:
             return False
         if found is None:
             return False
+        for problem in keys.skipped:
+            log.error("token key file skipped; its tokens are refused until fixed", error=problem)
         if not found:
             log.error("the key directory is empty now: every token will be refused")
         self.ring.replace(found)

@@ -210,7 +210,8 @@ VERBS: Final[tuple[Verb, ...]] = (
     Verb(
         ("admin", "apikey", "create"),
         CommandKind.APIKEY_CREATE,
-        "create an API key for an integration (its secret is shown once)",
+        "create an API key for an integration (its secret is shown once); the request "
+        "goes to the subject <prefix>.admin.apikeys.<key_id>.create",
         (
             Arg("key_id"),
             Arg("role", "--role", required=True, choices=("buyer", "seller", "admin", "gateway")),
@@ -225,7 +226,8 @@ VERBS: Final[tuple[Verb, ...]] = (
     Verb(
         ("admin", "apikey", "revoke"),
         CommandKind.APIKEY_REVOKE,
-        "revoke an API key; it stops working at once",
+        "revoke an API key; it stops working at once (subject "
+        "<prefix>.admin.apikeys.<key_id>.revoke)",
         (Arg("key_id"),),
     ),
 )
