@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -128,6 +129,76 @@ def test_json_lines_when_not_on_a_terminal(restore_structlog: None) -> None:
     record = json.loads(line)
     assert record["event"] == "hello" and record["n"] == 1 and record["level"] == "info"
     assert record["timestamp"].endswith("Z")
+
+
+class _Library(Actor):
+    """Logs through structlog and, as a third-party library would, the standard library."""
+
+    def receive(self, message: Any) -> Any:
+        log.info("in a turn", value=message)
+        logging.getLogger("some.library").warning("library says %s", message)
+        return message
+
+
+@pytest.mark.anyio
+async def test_the_production_chain_writes_the_turn_context_as_json(
+    restore_structlog: None,
+) -> None:
+    """Through ``configure()`` itself (not a test processor list): a structlog line and a
+    standard-library line written inside a turn are JSON with the turn's context."""
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    async with ActorSystem(clock=VirtualClock(), node_id="n7") as system:
+        system.register("lib", _Library)
+        assert await system.ref("lib", "k1").ask(5, headers={"traceparent": SAMPLED}) == 5
+    logging.getLogger("some.library").info("outside any turn")
+    logging.getLogger("some.library").debug("below the level")
+    logs.shutdown()
+    records = [json.loads(line) for line in out.getvalue().splitlines()]
+    context = {
+        "node": "n7",
+        "kind": "lib",
+        "key": "k1",
+        "message_type": "int",
+        "trace_id": TRACE_ID,
+    }
+    (turn,) = [r for r in records if r["event"] == "in a turn"]
+    assert turn.items() >= {**context, "value": 5, "level": "info"}.items()
+    (library,) = [r for r in records if r["event"] == "library says 5"]
+    assert library.items() >= {**context, "level": "warning", "logger": "some.library"}.items()
+    assert library["timestamp"].endswith("Z")
+    (outside,) = [r for r in records if r["event"] == "outside any turn"]
+    assert "kind" not in outside and outside["logger"] == "some.library"
+    assert not [r for r in records if r["event"] == "below the level"]
+    # shutdown: library records are no longer routed into the (closed) writer
+    assert not [h for h in logging.getLogger().handlers if isinstance(h, logs.QueueHandler)]
+
+
+def test_a_library_exception_is_one_json_line(restore_structlog: None) -> None:
+    out = io.StringIO()
+    logs.configure("info", "json", stream=out)
+    try:
+        raise ValueError("boom")
+    except ValueError:
+        logging.getLogger("some.library").exception("it failed")
+    logs.shutdown()
+    (line,) = out.getvalue().splitlines()
+    record = json.loads(line)
+    assert record["event"] == "it failed" and record["level"] == "error"
+    assert "ValueError: boom" in record["exception"]
+
+
+def test_to_file_writes_through_the_queue_and_restores(tmp_path: Path) -> None:
+    before = structlog.get_config()
+    path = tmp_path / "node.log"
+    with logs.to_file(path) as writer:
+        assert isinstance(writer, logs.LogWriter)
+        structlog.get_logger("t").info("to the file", n=1)
+        logging.getLogger("some.library").warning("library to the file")
+    assert structlog.get_config() == before
+    assert not [h for h in logging.getLogger().handlers if isinstance(h, logs.QueueHandler)]
+    events = [json.loads(line)["event"] for line in path.read_text().splitlines()]
+    assert events == ["to the file", "library to the file"]
 
 
 def test_readable_lines_on_a_terminal() -> None:

@@ -8,6 +8,7 @@ endpoint over HTTP as Prometheus would.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import re
 import socket
@@ -22,18 +23,27 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from actors import Actor, ActorSystem, VirtualClock
+from actors.errors import CommitFailed
 from actors.nats import NatsServer, NatsTransport
 from actors.stats import TURN_BUCKETS, Histogram
 from bench import metrics_overhead as overhead
 from bench.flash_crowd import Sizes, crowd, report_crowd
+from iceshop.buyer.directory import KnownBuyers
+from iceshop.cli.notifier import start_external_notifier
+from iceshop.cli.projector import start_projector
 from iceshop.node import ShopNode
-from iceshop.observability import ShopCounters
+from iceshop.notify.worker import NotifierStats
+from iceshop.observability import ShopCounters, node_version
 from iceshop.observability.discovery import status_subject
 from iceshop.observability.metrics import METRIC_NAMES, NodeMetrics
 from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
+from iceshop.window import WindowActor
 from iceshop.wire import ErrorCode, JoinReply, ShopError
-from tests.shop_client import Client
+from tests.notify_support import ensure_streams, make_request, publish_requests
+from tests.shop_client import Client, until
+from tests.test_nats_permissions import NATS_CONF, PASSWORDS, SERVER_ENV, login
+from tests.window_support import ACTIVATE_IN, Shop
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "iceshop.json"
 
@@ -117,26 +127,125 @@ def test_shop_counters_count_joins_by_outcome() -> None:
     counters.count_join(reply)
     counters.count_join(reply)
     counters.count_join(ShopError(ErrorCode.SOLD_OUT, "sold out"))
-    counters.count_notification("sent")
     assert counters.joins == {"accepted": 2, "sold_out": 1}
-    assert counters.notifications == {"sent": 1}
+
+
+class _StubNotifier:
+    """What the collector reads of a notifier: its ``stats``."""
+
+    def __init__(self, **counts: int) -> None:
+        self.stats = NotifierStats(**counts)
 
 
 def test_collector_exports_only_its_declared_names_before_the_node_starts() -> None:
     metrics = NodeMetrics("n1", ShopCounters(), version="1.2.3")
-    metrics.counters.count_notification("sent")
     families = {f.name: f for f in text_string_to_metric_families(metrics.exposition().decode())}
     assert {_family_name(n) for n in families} <= METRIC_NAMES
     (sample,) = families["iceshop_node_info"].samples
-    assert sample.labels == {"node_id": "n1", "version": "1.2.3"}
+    assert sample.labels == {"node_id": "n1", "version": "1.2.3", "role": "node"}
     assert {s.labels["state"] for s in families["iceshop_windows"].samples} == {
         "scheduled",
         "active",
         "closed",
         "cancelled",
     }
-    (sent,) = families["iceshop_notifications"].samples
-    assert sent.value == 1 and sent.labels == {"outcome": "sent"}
+    assert families["iceshop_notifications"].samples == []  # no notifier in this node
+    metrics.notifier = _StubNotifier(sent=3, dead=1)  # type: ignore[assignment]
+    samples = _samples(metrics.exposition().decode())
+    assert _value(samples, "iceshop_notifications_total", outcome="sent") == 3
+    assert _value(samples, "iceshop_notifications_total", outcome="dead") == 1
+    assert ("iceshop_notifications_total", (("outcome", "retried"),)) in samples
+
+
+def test_a_notifier_process_exports_its_notifications_and_no_node_series() -> None:
+    metrics = NodeMetrics("nf", version="1.2.3", role="notifier")
+    metrics.notifier = _StubNotifier(sent=2)  # type: ignore[assignment]
+    families = {f.name for f in text_string_to_metric_families(metrics.exposition().decode())}
+    assert families == {"iceshop_node_info", "iceshop_notifications"}
+    samples = _samples(metrics.exposition().decode())
+    assert _value(samples, "iceshop_node_info", node_id="nf", version="1.2.3", role="notifier")
+    assert _value(samples, "iceshop_notifications_total", outcome="sent") == 2
+    projector = NodeMetrics("np", version="1.2.3", role="projector")
+    families = {f.name for f in text_string_to_metric_families(projector.exposition().decode())}
+    assert families == {"iceshop_node_info"}  # windows once its read model is attached
+
+
+@pytest.mark.anyio
+async def test_turn_histogram_says_it_times_turns_not_messages() -> None:
+    async with ActorSystem(clock=VirtualClock()) as system:
+        system.register("echo", _Echo)
+        await system.ref("echo", "a").ask("hi")
+        metrics = NodeMetrics("n1", version="0")
+        metrics.system = system
+        text = metrics.exposition().decode()
+    (turns,) = [
+        f for f in text_string_to_metric_families(text) if f.name == "iceshop_actor_turn_seconds"
+    ]
+    assert "not per-message" in turns.documentation
+
+
+@pytest.mark.anyio
+async def test_mailbox_gauges_show_mail_waiting_at_the_scrape() -> None:
+    async with ActorSystem(clock=VirtualClock()) as system:
+        system.register("echo", _Echo)
+        for key in ("a", "b"):
+            await system.ref("echo", key).ask("hi")
+        metrics = NodeMetrics("n1", version="0")
+        metrics.system = system
+        for _ in range(5):  # the dispatcher does not run between these tells
+            system.ref("echo", "a").tell("x")
+        system.ref("echo", "b").tell("y")
+        waiting = _samples(metrics.exposition().decode())
+        await system.drain()
+        drained = _samples(metrics.exposition().decode())
+    assert _value(waiting, "iceshop_mailbox_depth", kind="echo") == 5
+    assert _value(waiting, "iceshop_mailbox_messages", kind="echo") == 6
+    assert _value(drained, "iceshop_mailbox_depth", kind="echo") == 0
+    assert _value(drained, "iceshop_mailbox_messages", kind="echo") == 0
+    assert _value(drained, "iceshop_actor_messages_total", kind="echo") == 8
+
+
+# -- joins are counted when answered, after their commit -----------------------------------
+
+
+def _counted_window(counters: ShopCounters) -> type[WindowActor]:
+    class Counted(WindowActor):
+        def __init__(
+            self,
+            settings: Settings | None = None,
+            _counters: ShopCounters | None = None,
+            known: KnownBuyers | None = None,
+        ) -> None:
+            super().__init__(settings, counters, known)
+
+    return Counted
+
+
+@pytest.mark.anyio
+async def test_a_join_is_counted_after_its_commit_and_not_when_the_commit_fails() -> None:
+    counters = ShopCounters()
+    async with Shop(window_cls=_counted_window(counters)) as shop:
+        await shop.create(min_participants=1)
+        await shop.advance(ACTIVATE_IN)
+        first = await shop.join("j1", "b1")
+        assert isinstance(first, JoinReply)
+        assert counters.joins == {"accepted": 1}
+        # The next write fails: the join is answered CommitFailed, and not counted.
+        shop.journal.fail_next_write()
+        with pytest.raises(CommitFailed):
+            await shop.join("j2", "b2")
+        await shop.advance(5)  # the window is rebuilt from its journal
+        assert counters.joins == {"accepted": 1}
+        # A rejection stores nothing and is counted with its reply.
+        assert code_of(await shop.join("j3", "ghost-1")) == "unknown_buyer"
+        again = await shop.join("j2", "b2")
+        assert isinstance(again, JoinReply)
+        assert counters.joins == {"accepted": 2, "unknown_buyer": 1}
+
+
+def code_of(reply: object) -> str:
+    assert isinstance(reply, ShopError), reply
+    return reply.code.value
 
 
 def _family_name(parsed: str) -> str:
@@ -186,6 +295,22 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
+def _active_window(now: float) -> CreateWindow:
+    """A window active at once (nothing waits for a timer), two in stock."""
+    return CreateWindow(
+        product_id="P1",
+        seller_id="S1",
+        decision_id=None,
+        unit_price_minor=500,
+        currency="TRY",
+        quantity_total=2,
+        min_participants=1,
+        max_per_buyer=1,
+        activates_at=now - 1.0,
+        expires_at=now + 600.0,
+    )
+
+
 @pytest.mark.anyio
 @pytest.mark.integration
 async def test_metrics_endpoint_serves_the_series_after_a_scenario(
@@ -199,21 +324,7 @@ async def test_metrics_endpoint_serves_the_series_after_a_scenario(
             await c.ok(f"buyers.{b}.register", {"name": b, "phone": "+905551112233"})
         assert node.system is not None
         now = node.clock.time()
-        created = await node.system.ref("window", "W1").ask(
-            CreateWindow(
-                product_id="P1",
-                seller_id="S1",
-                decision_id=None,
-                unit_price_minor=500,
-                currency="TRY",
-                quantity_total=2,
-                min_participants=1,
-                max_per_buyer=1,
-                activates_at=now - 1.0,
-                expires_at=now + 600.0,
-            ),
-            timeout=5.0,
-        )
+        created = await node.system.ref("window", "W1").ask(_active_window(now), timeout=5.0)
         assert created.window_id == "W1"
         await c.ok("windows.W1.join", {"join_id": "J1", "buyer_id": "B1"})
         assert await c.error("windows.W1.join", {"join_id": "J2", "buyer_id": "GHOST"}) == (
@@ -270,10 +381,13 @@ async def test_metrics_endpoint_serves_the_series_after_a_scenario(
     assert _value(samples, "iceshop_journal_batch_size_sum") >= commits  # >= 1 turn each
     assert 0 < _value(samples, "iceshop_journal_commit_seconds_sum") < 10.0
     assert _value(samples, "iceshop_journal_events_total") >= 5  # created..closed
-    assert _value(samples, "iceshop_mailbox_depth", kind="window") >= 0
+    # Everything was answered: nothing waits in the window's mailbox (mail waiting is
+    # test_mailbox_gauges_show_mail_waiting_at_the_scrape).
+    assert ("iceshop_mailbox_depth", (("kind", "window"),)) in samples
     assert _value(samples, "iceshop_timer_lag_seconds_count") >= 1  # the window's deadlines
     assert _value(samples, "iceshop_shards_owned") == 64
-    assert _value(samples, "iceshop_node_info", node_id="n1", version=node.metrics.version) == 1
+    info = {"node_id": "n1", "version": node.metrics.version, "role": "node"}
+    assert _value(samples, "iceshop_node_info", **info) == 1
 
 
 @pytest.mark.anyio
@@ -288,6 +402,65 @@ async def test_a_taken_metrics_port_stops_the_node_from_starting(
         with pytest.raises(Exception, match="cannot listen"):
             async with ShopNode(_settings(server.url, tmp_path / "n", "n1", port)):
                 pass
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_an_external_notifier_serves_its_notifications_by_outcome(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    """``notifier = "external"``: the ``iceshop notifier`` process serves /metrics from
+    the same settings, and counts what it handled (sent; refused without opt-in)."""
+    settings = msgspec.structs.replace(
+        _settings(server.url, tmp_path / "notifier", "nf1", _free_port()), notifier="external"
+    )
+    async with NatsTransport(server.url) as t, contextlib.AsyncExitStack() as stack:
+        await ensure_streams(t)
+        notifier = await start_external_notifier(stack, settings)
+        await publish_requests(t, [make_request(i) for i in range(3)])
+        await publish_requests(t, [make_request(9)], extra={"whatsapp_opt_in": False})
+        with anyio.fail_after(15):
+            while notifier.stats.sent + notifier.stats.refused < 4:
+                await anyio.sleep(0.02)
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            response = await http.get(f"http://127.0.0.1:{settings.metrics_port}/metrics")
+        assert response.status_code == 200
+    samples = _samples(response.text)
+    assert _value(samples, "iceshop_notifications_total", outcome="sent") == 3
+    assert _value(samples, "iceshop_notifications_total", outcome="refused") == 1
+    assert _value(samples, "iceshop_notifications_total", outcome="dead") == 0
+    assert _value(
+        samples, "iceshop_node_info", node_id="nf1", version=node_version(), role="notifier"
+    )
+    assert "iceshop_joins_total" not in response.text  # a notifier answers no joins
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_an_external_projector_serves_windows_by_state(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    data = tmp_path / "node"
+    node_settings = msgspec.structs.replace(
+        _settings(server.url, data, "n1"), readmodel_projector="external"
+    )
+    projector_settings = msgspec.structs.replace(node_settings, metrics_port=_free_port())
+    async with ShopNode(node_settings) as node, contextlib.AsyncExitStack() as stack:
+        await start_projector(stack, projector_settings)
+        assert node.system is not None
+        now = node.clock.time()
+        await node.system.ref("window", "W1").ask(_active_window(now), timeout=5.0)
+        url = f"http://127.0.0.1:{projector_settings.metrics_port}/metrics"
+        async with httpx.AsyncClient(timeout=5.0) as http:
+            with anyio.fail_after(15):
+                while True:  # the projector applies the window's events asynchronously
+                    samples = _samples((await http.get(url)).text)
+                    if _value(samples, "iceshop_windows", state="active") == 1:
+                        break
+                    await anyio.sleep(0.02)
+    assert _value(
+        samples, "iceshop_node_info", node_id="n1", version=node_version(), role="projector"
+    )
 
 
 # -- discovery --------------------------------------------------------------------------------
@@ -334,11 +507,72 @@ async def test_micro_ping_finds_every_node(server: NatsServer, tmp_path: Path) -
         assert [e["subject"] for e in info["endpoints"]] == [status_subject("iceshop", "nb")]
         stats = await _gather(t, "$SRV.STATS.iceshop", 2)
         assert len(stats) == 2
-        assert all(s["endpoints"][0]["data"]["actors_active"] >= 0 for s in stats)
+        # each node woke its campaign at start: at least that actor is in memory
+        assert all(s["endpoints"][0]["data"]["actors_active"] >= 1 for s in stats)
 
         reply, _ = await t.request(status_subject("iceshop", "nb"), b"", timeout=5.0)
         status = msgspec.json.decode(reply)
         assert status["node_id"] == "nb" and status["messages_handled"] >= 1  # the campaign
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_micro_ping_finds_a_node_through_the_nats_users(tmp_path: Path) -> None:
+    """With the users of nats.conf (deploy/cluster/users.inc has the same rules) the node
+    logs in as "node" and answers $SRV.* to the admin (`nats micro ls`)."""
+    password_file = tmp_path / "node.password"
+    password_file.write_text(PASSWORDS["node"] + "\n")
+    settings = msgspec.structs.replace(
+        _settings("", tmp_path / "node", "n1"),
+        nats_user="node",
+        nats_password_file=str(password_file),
+    )
+    with NatsServer(
+        config=NATS_CONF, env=SERVER_ENV, store_dir=tmp_path / "js", monitor_port=0
+    ) as nats:
+        settings = msgspec.structs.replace(settings, nats_url=nats.url)
+        async with ShopNode(settings), login(nats, "admin") as admin:
+            (ping,) = await _gather(admin, "$SRV.PING.iceshop", 1)
+            assert ping["metadata"]["node_id"] == "n1"
+            (stats,) = await _gather(admin, "$SRV.STATS.iceshop", 1)
+            assert stats["endpoints"][0]["data"]["messages_handled"] >= 1  # the campaign
+            reply, _ = await admin.request(status_subject("iceshop", "n1"), b"", timeout=5.0)
+            assert msgspec.json.decode(reply)["node_id"] == "n1"
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_cluster_nodes_export_the_shards_they_own(server: NatsServer, tmp_path: Path) -> None:
+    shards = 8
+
+    def cluster(node_id: str) -> Settings:
+        return msgspec.structs.replace(
+            _settings(server.url, tmp_path / node_id, node_id),
+            journal="jetstream",
+            shards=shards,
+            lease_ttl_s=2.0,
+            lease_heartbeat_s=0.25,
+        )
+
+    def owned(node: ShopNode) -> float:
+        return _value(_samples(node.metrics.exposition().decode()), "iceshop_shards_owned")
+
+    async with ShopNode(cluster("n1")) as n1:
+
+        async def all_to_n1() -> bool:
+            return owned(n1) == shards
+
+        await until(all_to_n1, "n1 owns every shard")
+        async with ShopNode(cluster("n2")) as n2:
+
+            async def split() -> bool:
+                a, b = owned(n1), owned(n2)
+                return a > 0 and b > 0 and a + b == shards
+
+            await until(split, "n1 and n2 split the shards")
+            assert n2.member is not None
+            assert owned(n2) == len(n2.member.leases.owned())
+        await until(all_to_n1, "n1 owns every shard again")
 
 
 # -- the Grafana dashboard ----------------------------------------------------------------------

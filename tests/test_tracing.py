@@ -226,7 +226,9 @@ async def test_a_traced_message_gets_turn_commit_and_publish_spans() -> None:
     assert _parent_id(publish) == _span_id(turn)
     assert turn.attributes is not None and turn.attributes["actor.key"] == "s1"
     assert turn.attributes["message.type"] == "int"
-    assert commit.attributes is not None and commit.attributes["journal.batch_size"] >= 1
+    assert commit.attributes is not None
+    batch_size = commit.attributes["journal.batch_size"]
+    assert isinstance(batch_size, int) and batch_size >= 1
     assert publish.kind == SpanKind.PRODUCER
     # the published entry names the publish span; the untraced one carries nothing
     traced, untraced = sink.entries
@@ -404,6 +406,102 @@ async def test_a_join_is_one_connected_trace_across_the_nats_hop(
     ctx = parse_traceparent(event.headers.get("traceparent"))
     assert ctx is not None and _hex(ctx.trace_id, 32) == trace_id
     assert ctx.span_id == _span_id(publish)
+
+
+async def _spans_named(exporter: InMemorySpanExporter, name: str) -> list[ReadableSpan]:
+    """The finished spans called ``name``, once there is one (they end asynchronously)."""
+    with anyio.fail_after(10):
+        while True:
+            found = [s for s in exporter.get_finished_spans() if s.name == name]
+            if found:
+                return found
+            await anyio.sleep(0.01)
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_the_projector_and_the_demand_subscription_continue_the_events_trace(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    tracer, exporter = _tracer()
+    settings = Settings(
+        nats_url=server.url,
+        data_dir=str(tmp_path / "node"),
+        node_id="n1",
+        auth="off",
+        campaign_interval_s=3600.0,
+    )
+    async with ShopNode(settings, tracer=tracer) as node, NatsTransport(server.url) as t:
+        assert node.system is not None
+        now = node.clock.time()
+        exporter.clear()
+        # The window's creation, traced: its "created" event carries the trace on.
+        created = await node.system.ref("window", "W1").ask(
+            CreateWindow(
+                product_id="P1",
+                seller_id="S1",
+                decision_id=None,
+                unit_price_minor=500,
+                currency="TRY",
+                quantity_total=5,
+                min_participants=1,
+                max_per_buyer=1,
+                activates_at=now + 600.0,
+                expires_at=now + 1200.0,
+            ),
+            headers={"traceparent": SAMPLED},
+            timeout=5.0,
+        )
+        assert created.window_id == "W1"
+        (projected,) = await _spans_named(exporter, "project event")
+        # A demand event published with a trace context, as the product's outbox does.
+        event = {
+            "event_id": "demand.P9.1",
+            "type": "updated",
+            "at": "2027-01-15T08:00:00.000Z",
+            "seq": 1,
+            "data": {"product_id": "P9", "score": 1.0, "open_intents": 1, "quantity": 1},
+        }
+        await t.client.publish(
+            "iceshop.events.demand.P9.updated",
+            msgspec.json.encode(event),
+            headers={"traceparent": SAMPLED},
+        )
+        (demand,) = await _spans_named(exporter, "demand signal")
+        turns = await _spans_named(exporter, "turn campaign")
+        # An event without a context starts no trace at either place.
+        before = len(exporter.get_finished_spans())
+        campaign = node.system.kind("campaign")
+        handled = campaign.handled
+        await t.client.publish(
+            "iceshop.events.demand.P9.updated",
+            msgspec.json.encode({**event, "event_id": "demand.P9.2", "seq": 2}),
+        )
+        with anyio.fail_after(10):
+            while campaign.handled == handled:  # the signal reached the campaign
+                await anyio.sleep(0.01)
+
+    spans = exporter.get_finished_spans()
+    (publish,) = [
+        s
+        for s in spans
+        if s.name == "publish event"
+        and s.attributes
+        and s.attributes["messaging.destination.name"] == "iceshop.events.window.W1.created"
+    ]
+    assert _trace_id(projected) == TRACE_ID
+    assert _parent_id(projected) == _span_id(publish)  # the event's traceparent
+    assert projected.kind == SpanKind.CONSUMER
+    assert projected.attributes is not None
+    assert projected.attributes["messaging.destination.name"] == "iceshop.events.window.W1.created"
+    assert projected.status.status_code != StatusCode.ERROR
+    assert _trace_id(demand) == TRACE_ID and demand.kind == SpanKind.CONSUMER
+    assert _hex(_parent_id(demand) or 0, 16) == SAMPLED.split("-")[2]
+    (signal_turn,) = [s for s in turns if _parent_id(s) == _span_id(demand)]
+    assert _trace_id(signal_turn) == TRACE_ID
+    assert not [s for s in spans[before:] if s.name in ("demand signal", "project event")], (
+        "an event without a traceparent started a trace"
+    )
 
 
 def test_the_cli_sends_the_callers_trace_context() -> None:

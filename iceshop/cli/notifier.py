@@ -2,8 +2,9 @@
 
 Notification requests wait in the ``ICESHOP_NOTIFICATIONS`` stream; every notifier,
 whether inside a node (``notifier = "node"``) or started by this command, binds the same
-durable consumer, so the server shares the requests out between them and more processes
-mean more throughput (up to the provider's limits: ``notify_rate_per_s`` is per process).
+durable consumer. Only the holder of the sending number's send lease sends; the others
+stand by and take over when it stops or dies, so more notifiers add availability, not
+throughput (``notify_rate_per_s`` holds per sending number, however many notifiers run).
 With ``notifier = "external"`` the nodes leave sending entirely to these processes.
 
 Settings are the node's (``--config``, ``ICESHOP_<KEY>``): the subject prefix, the
@@ -14,12 +15,20 @@ whole lines to one file). It prints a ready line once it consumes (waiting for t
 stream if no node created it yet) and stops on SIGINT or SIGTERM: the notifier first
 (sends in flight finish and are recorded, the others are handed back), then the
 provider, then the connection.
+
+With ``metrics_port`` set it serves ``GET /metrics`` on ``metrics_host:metrics_port``
+(the node's settings: give each process on one host a port of its own, e.g.
+``ICESHOP_METRICS_PORT``): ``iceshop_notifications_total{outcome}`` of this process and
+``iceshop_node_info{role="notifier"}``. With ``trace_exporter`` set it records the
+spans the notifier starts (it continues each request's trace).
 """
 
 from __future__ import annotations
 
 import argparse
 import contextlib
+import os
+import socket
 from typing import Any
 
 import anyio
@@ -33,11 +42,15 @@ from iceshop.cli.lifecycle import (
 )
 from iceshop.cli.node import load
 from iceshop.connection import nats_transport
+from iceshop.node.app import safe_node_id
 from iceshop.notify import Notifier, start_notifier
+from iceshop.observability import node_version
+from iceshop.observability.endpoint import serve_metrics
+from iceshop.observability.metrics import NodeMetrics
 from iceshop.settings import Settings
 from iceshop.wire import ShopError
 
-__all__ = ["add_parser", "run", "start_external_notifier"]
+__all__ = ["add_parser", "process_id", "run", "start_external_notifier"]
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -58,17 +71,34 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
+def process_id(settings: Settings) -> str:
+    """This process's id in its metrics: ``node_id``, else ``<hostname>-<pid>``."""
+    return safe_node_id(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
+
+
 async def start_external_notifier(stack: contextlib.AsyncExitStack, settings: Settings) -> Notifier:
-    """Connect and run a notifier on ``stack``; returns once it consumes."""
+    """Connect and run a notifier on ``stack``, and its ``/metrics`` when
+    ``metrics_port`` is set; returns once it consumes."""
     name = f"iceshop-notifier-{settings.node_id}" if settings.node_id else "iceshop-notifier"
     try:
         transport = await stack.enter_async_context(
             nats_transport(settings, name=name)  # the node's NATS login
         )
-        return await start_notifier(stack, transport, settings, wait=True)
+        tracer = None
+        if settings.trace_exporter != "none":  # OpenTelemetry only when tracing
+            from iceshop.observability.tracing import open_tracer
+
+            # Opened before the notifier: its last spans are flushed after it stops.
+            tracer = await open_tracer(stack, settings, process_id(settings))
+        notifier = await start_notifier(stack, transport, settings, wait=True, tracer=tracer)
+        if settings.metrics_port:
+            metrics = NodeMetrics(process_id(settings), version=node_version(), role="notifier")
+            metrics.notifier = notifier
+            await serve_metrics(stack, metrics.scrape, settings.metrics_host, settings.metrics_port)
+        return notifier
     except ShopError as exc:  # a provider setting missing or wrong
         raise CliError(exc.message, EXIT_USAGE) from exc
-    except ActorsError as exc:  # NATS unreachable
+    except ActorsError as exc:  # NATS unreachable, the metrics port taken
         raise CliError(f"notifier did not start: {exc}", EXIT_FAILED) from exc
 
 
@@ -83,9 +113,13 @@ def run(args: argparse.Namespace) -> int:
         notifier = await start_external_notifier(stack, settings)
         print(f"  NATS      {settings.nats_url}", flush=True)
         print(f"  provider  {notifier.provider.name}", flush=True)
-        print(f"  rate      {settings.notify_rate_per_s:g}/s from this process", flush=True)
+        rate = settings.notify_rate_per_s
+        print(f"  rate      {rate:g}/s per sending number (send lease)", flush=True)
         print(f"  consumer  {notifier.durable} on {notifier.stream}", flush=True)
         print(f"  worker    {notifier.worker}", flush=True)
+        if settings.metrics_port:
+            port = settings.metrics_port
+            print(f"  metrics   http://{settings.metrics_host}:{port}/metrics", flush=True)
         print("notifier ready", flush=True)
 
     def stopping() -> None:

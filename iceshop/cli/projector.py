@@ -12,6 +12,12 @@ It holds its own lock in the data directory (one projector per file; the node's 
 a different one), prints a ready line once the file is open and the projection started
 (it waits for the event stream if no node created it yet), and stops on SIGINT or
 SIGTERM: the projection first, then the file, then the connection.
+
+With ``metrics_port`` set it serves ``GET /metrics`` on ``metrics_host:metrics_port``
+(a port of its own when the node beside it serves one too, e.g.
+``ICESHOP_METRICS_PORT``): ``iceshop_windows{state}`` from the file it writes and
+``iceshop_node_info{role="projector"}``. With ``trace_exporter`` set it continues the
+traces of the events it projects (``project event`` spans).
 """
 
 from __future__ import annotations
@@ -32,8 +38,12 @@ from iceshop.cli.lifecycle import (
     serve_until_signalled,
 )
 from iceshop.cli.node import load
+from iceshop.cli.notifier import process_id
 from iceshop.connection import nats_transport
 from iceshop.node.app import READMODEL_FILE, safe_node_id
+from iceshop.observability import node_version
+from iceshop.observability.endpoint import serve_metrics
+from iceshop.observability.metrics import NodeMetrics
 from iceshop.readmodel import Projector, ReadModel
 from iceshop.readmodel.projector import node_durable
 from iceshop.settings import Settings
@@ -64,7 +74,8 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) -> Projector:
-    """Open the read model and start projecting into it, all on ``stack``."""
+    """Open the read model and start projecting into it, all on ``stack``; serve
+    ``/metrics`` too when ``metrics_port`` is set."""
     if settings.journal == "jetstream" and not settings.node_id:
         raise CliError(
             'projector: node_id must be set with journal = "jetstream": the read model\'s '
@@ -80,15 +91,33 @@ async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) 
         store = await stack.enter_async_context(ReadModel(data_dir / READMODEL_FILE))
     except ActorsError as exc:  # NATS unreachable, a file that cannot open
         raise CliError(f"projector did not start: {exc}", EXIT_FAILED) from exc
+    tracer = None
+    if settings.trace_exporter != "none":  # OpenTelemetry only when tracing
+        from iceshop.observability.tracing import open_tracer
+
+        # Before the task group: the last spans are flushed after the projection stops.
+        tracer = await open_tracer(stack, settings, process_id(settings))
     tg = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(tg.cancel_scope.cancel)
     # The node's own projector would use the same durable consumer (ShopNode): one
     # position, whichever process runs it; in a cluster, one per node.
     durable = node_durable(safe_node_id(settings.node_id), settings.journal == "jetstream")
     projector = Projector(
-        transport, store, stream=EVENT_STREAM, prefix=settings.prefix, durable=durable
+        transport,
+        store,
+        stream=EVENT_STREAM,
+        prefix=settings.prefix,
+        durable=durable,
+        tracer=tracer,
     )
     tg.start_soon(projector.run)
+    if settings.metrics_port:
+        metrics = NodeMetrics(process_id(settings), version=node_version(), role="projector")
+        metrics.readmodel = store
+        try:
+            await serve_metrics(stack, metrics.scrape, settings.metrics_host, settings.metrics_port)
+        except ActorsError as exc:  # the port taken
+            raise CliError(f"projector did not start: {exc}", EXIT_FAILED) from exc
     return projector
 
 
@@ -104,6 +133,9 @@ def run(args: argparse.Namespace) -> int:
         print(f"  NATS     {settings.nats_url}", flush=True)
         print(f"  file     {Path(settings.data_dir) / READMODEL_FILE}", flush=True)
         print(f"  consumer {projector.durable} on {projector.stream}", flush=True)
+        if settings.metrics_port:
+            port = settings.metrics_port
+            print(f"  metrics  http://{settings.metrics_host}:{port}/metrics", flush=True)
         print("projector ready", flush=True)
 
     def stopping() -> None:

@@ -29,7 +29,7 @@ import sys
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any, Final
+from typing import Final
 
 import anyio
 import anyio.to_thread
@@ -45,6 +45,7 @@ from iceshop.demo.data import MIN_BUYERS, build_catalog
 from iceshop.demo.scenario import DEFAULT_CROWD, ScenarioResult, run_scenario
 from iceshop.demo.timing import RealDemoClock, Timings
 from iceshop.node import ShopNode
+from iceshop.observability import logs
 
 __all__ = ["main"]
 
@@ -266,14 +267,10 @@ def _data_dir(given: str | None) -> tuple[Path, bool]:
 
 @contextlib.contextmanager
 def _node_log(path: Path) -> Iterator[None]:
-    """Send structlog's output to ``path`` while the demo runs, then restore it."""
-    before: dict[str, Any] = structlog.get_config()
-    with path.open("a", encoding="utf-8") as f:
-        structlog.configure(logger_factory=structlog.WriteLoggerFactory(file=f))
-        try:
-            yield
-        finally:
-            structlog.configure(**before)
+    """Send the logs (structlog's and the libraries') to ``path`` while the demo runs,
+    as JSON lines written by the log thread (never in the event loop), then restore."""
+    with logs.to_file(path, "info", "json"):
+        yield
 
 
 def _server(data: Path, conf: Path | None, secrets: NatsSecrets) -> NatsServer:

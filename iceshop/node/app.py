@@ -53,7 +53,7 @@ from actors.cluster import shard_of
 from actors.cluster.member import ClusterMember
 from actors.journal import JetStreamJournal, Journal, SqliteJournal
 from actors.nats import JetStreamOutbox, Msg, NatsBinding, NatsTransport
-from actors.tracing import Tracer
+from actors.tracing import TRACEPARENT, Tracer
 from iceshop.audit import AUDIT_STREAM, ensure_audit_stream
 from iceshop.auth import APIKEY_KIND, REGISTRY_KEY
 from iceshop.auth.service import NodeAuth
@@ -224,6 +224,8 @@ class ShopNode:
                 tracer=self.tracer,
                 placement=None if member is None else member.placement,
             )
+            # Turn timing feeds only iceshop_actor_turn_seconds: no endpoint, no timing.
+            system.dispatcher.timed = settings.metrics_port != 0
             self._register(system)
             self.system = await stack.enter_async_context(system)
             self.started_at = self.clock.time()
@@ -244,11 +246,16 @@ class ShopNode:
                 # consumer (a shared one would give each node part of the events).
                 durable = node_durable(self.node_id, member is not None)
                 self.projector = Projector(
-                    transport, self.readmodel, stream=EVENT_STREAM, prefix=prefix, durable=durable
+                    transport,
+                    self.readmodel,
+                    stream=EVENT_STREAM,
+                    prefix=prefix,
+                    durable=durable,
+                    tracer=self.tracer,
                 )
                 tg.start_soon(self.projector.run)
             if settings.notifier == "node":  # "external": `iceshop notifier` processes
-                self.notifier = await start_notifier(stack, transport, settings)
+                self.notifier = await start_notifier(stack, transport, settings, tracer=self.tracer)
                 self.metrics.notifier = self.notifier
 
             self.metrics.system, self.metrics.readmodel = system, self.readmodel
@@ -413,12 +420,30 @@ class ShopNode:
             log.warning("undecodable demand event", subject=msg.subject)
             return
         d = event.data
+        # A traced event (its traceparent, from the turn that published it) continues its
+        # trace here and into the campaign's turn; an event without one starts no trace.
+        span = None
+        headers = msg.headers
+        tracer = self.tracer
+        if tracer is not None and headers and TRACEPARENT in headers:
+            span = tracer.start(
+                "demand signal",
+                headers,
+                {"messaging.destination.name": msg.subject, "product.id": d.product_id},
+                "consumer",
+            )
         try:
             system.ref("campaign", "main").tell(
-                DemandSignal(d.product_id, d.score, d.open_intents, d.quantity)
+                DemandSignal(d.product_id, d.score, d.open_intents, d.quantity),
+                headers=None if span is None else {TRACEPARENT: span.traceparent},
             )
         except Exception as exc:  # a full campaign mailbox: the next tick re-reads demand
             log.warning("demand signal dropped", product=d.product_id, error=repr(exc))
+            if span is not None:
+                span.end(exc)
+            return
+        if span is not None:
+            span.end()
 
     async def _list_windows(self, tokens: list[str], headers: Any, payload: bytes) -> bytes:
         assert self.readmodel is not None and self.auth is not None

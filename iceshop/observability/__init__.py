@@ -1,9 +1,10 @@
 """Observability of a node: counters, Prometheus metrics and NATS service discovery.
 
 - :mod:`iceshop.observability.counters`: :class:`ShopCounters`, the shop's own counts
-  (joins and notifications by outcome), kept by the actors that decide them.
-- :mod:`iceshop.observability.metrics`: :class:`~.metrics.NodeMetrics`, the node's
-  Prometheus registry, read from the runtime's and the shop's counters at scrape time.
+  (joins by outcome), kept by the actors that decide them.
+- :mod:`iceshop.observability.metrics`: :class:`~.metrics.NodeMetrics`, the Prometheus
+  registry of a node (or of an ``iceshop notifier`` / ``iceshop projector`` process),
+  read from the runtime's, the shop's and the notifier's counters at scrape time.
 - :mod:`iceshop.observability.endpoint`: the ``/metrics`` HTTP endpoint.
 - :mod:`iceshop.observability.discovery`: the node as a ``nats.micro`` service.
 - :mod:`iceshop.observability.tracing`: OpenTelemetry spans of the runtime's tracing

@@ -9,6 +9,7 @@ waits in the listen backlog rather than taking the node's memory.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Final
 
@@ -18,7 +19,7 @@ from prometheus_client import CONTENT_TYPE_LATEST
 
 from iceshop.notify.http11 import HTTPServer, Request, Response
 
-__all__ = ["METRICS_PATH", "MetricsEndpoint"]
+__all__ = ["METRICS_PATH", "MetricsEndpoint", "serve_metrics"]
 
 METRICS_PATH: Final = "/metrics"
 
@@ -47,3 +48,19 @@ class MetricsEndpoint:
         """Listen on ``host:port`` until cancelled; ``task_status`` gets the bound port.
         Raises :class:`~iceshop.notify.http11.BindFailed` when the port is taken."""
         await self._server.serve(host, port, task_status=task_status)
+
+
+async def serve_metrics(
+    stack: contextlib.AsyncExitStack,
+    scrape: Callable[[], Awaitable[bytes]],
+    host: str,
+    port: int,
+) -> int:
+    """Serve ``GET /metrics`` on ``host:port`` in a task group of ``stack`` (it stops
+    when the stack is left) and return the bound port; for the processes that run a part
+    of a node apart (``iceshop notifier``, ``iceshop projector``). Raises
+    :class:`~iceshop.notify.http11.BindFailed` when the port is taken."""
+    tg = await stack.enter_async_context(anyio.create_task_group())
+    stack.callback(tg.cancel_scope.cancel)
+    bound: int = await tg.start(MetricsEndpoint(scrape).serve, host, port)
+    return bound

@@ -23,15 +23,25 @@ lines, in batches. A full queue drops the line and counts it, and the writer rep
 many it dropped once it catches up: losing log lines under a storm beats stalling the
 shop. The thread is started by :func:`configure` and stopped (the queue flushed) by
 :func:`shutdown`, which also runs at exit.
+
+**Other libraries.** Records of the standard library's ``logging`` (nats-py, asyncio,
+httpx, ...) go the same way: :func:`configure` puts one handler on the root logger that
+renders them with the same processors (structlog's ``ProcessorFormatter``: ``level``,
+``timestamp``, the turn's context, plus ``logger``, the library's logger name) into the
+same queue, so a JSON process writes only JSON lines and no library write blocks the
+loop. The root logger's level is the configured one.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import queue
 import sys
 import threading
+from collections.abc import Iterator
+from pathlib import Path
 from typing import Final, Literal, TextIO
 
 import structlog
@@ -43,11 +53,13 @@ from actors.tracing import trace_id_of
 __all__ = [
     "LOG_FORMATS",
     "LogWriter",
+    "QueueHandler",
     "QueueLogger",
     "add_turn_context",
     "configure",
     "renderers_for",
     "shutdown",
+    "to_file",
 ]
 
 LogFormat = Literal["auto", "json", "console"]
@@ -174,11 +186,33 @@ def renderers_for(fmt: LogFormat, stream: TextIO) -> list[Processor]:
     return [structlog.processors.format_exc_info, structlog.processors.JSONRenderer()]
 
 
+class QueueHandler(logging.Handler):
+    """The root logger's handler: a standard-library record, rendered by structlog's
+    processors (in the caller: CPU only), queued on :class:`LogWriter`."""
+
+    def __init__(self, writer: LogWriter, formatter: logging.Formatter) -> None:
+        super().__init__()
+        self.writer = writer
+        self.setFormatter(formatter)
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            self.writer.write(self.format(record))
+        except Exception:  # a record that cannot be rendered
+            self.writer.dropped += 1
+
+
+_handler: QueueHandler | None = None
+#: The root logger's level before :func:`configure` set it (given back by shutdown).
+_root_level: int | None = None
+
+
 def configure(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None) -> LogWriter:
-    """Configure structlog for this process (see the module docstring): ``level`` is a
-    level name, ``fmt`` one of :data:`LOG_FORMATS`, ``stream`` stderr by default. Calling
-    it again replaces the previous configuration and its writer."""
-    global _writer
+    """Configure structlog and the standard library's ``logging`` for this process (see
+    the module docstring): ``level`` is a level name, ``fmt`` one of
+    :data:`LOG_FORMATS`, ``stream`` stderr by default. Calling it again replaces the
+    previous configuration and its writer."""
+    global _writer, _handler, _root_level
     out = stream if stream is not None else sys.stderr
     writer = LogWriter(out)
     writer.start()
@@ -187,29 +221,81 @@ def configure(level: str, fmt: LogFormat = "auto", stream: TextIO | None = None)
         previous.close()
     else:
         atexit.register(shutdown)
-    processors: list[Processor] = [
+    root = logging.getLogger()
+    if _handler is not None:
+        root.removeHandler(_handler)
+    else:
+        _root_level = root.level
+    _handler = _install(writer, level, fmt, out)
+    return writer
+
+
+def _install(writer: LogWriter, level: str, fmt: LogFormat, out: TextIO) -> QueueHandler:
+    """Point structlog and the root logger at ``writer``; returns the root's handler."""
+    levelno = logging.getLevelNamesMapping()[level.upper()]
+    shared: list[Processor] = [
         structlog.contextvars.merge_contextvars,
         add_turn_context,
         structlog.processors.add_log_level,
         structlog.processors.TimeStamper(fmt="iso", utc=True),
-        structlog.processors.StackInfoRenderer(),
-        *renderers_for(fmt, out),
     ]
+    renderers = renderers_for(fmt, out)
     structlog.configure(
-        processors=processors,
-        wrapper_class=structlog.make_filtering_bound_logger(
-            logging.getLevelNamesMapping()[level.upper()]
-        ),
+        processors=[*shared, structlog.processors.StackInfoRenderer(), *renderers],
+        wrapper_class=structlog.make_filtering_bound_logger(levelno),
         context_class=dict,
         logger_factory=lambda *args: QueueLogger(writer),
         cache_logger_on_first_use=False,
     )
-    return writer
+    formatter = structlog.stdlib.ProcessorFormatter(
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *renderers],
+        foreign_pre_chain=[*shared, structlog.stdlib.add_logger_name],
+    )
+    handler = QueueHandler(writer, formatter)
+    root = logging.getLogger()
+    root.addHandler(handler)
+    root.setLevel(levelno)
+    return handler
 
 
 def shutdown() -> None:
-    """Write the queued lines and stop the writer thread (also run at exit)."""
-    global _writer
+    """Write the queued lines and stop the writer thread (also run at exit); records of
+    the standard library's ``logging`` are no longer routed here."""
+    global _writer, _handler, _root_level
     writer, _writer = _writer, None
+    handler, _handler = _handler, None
+    if handler is not None:
+        root = logging.getLogger()
+        root.removeHandler(handler)
+        if _root_level is not None:
+            root.setLevel(_root_level)
+            _root_level = None
     if writer is not None:
         writer.close()
+
+
+@contextlib.contextmanager
+def to_file(path: Path, level: str = "info", fmt: LogFormat = "json") -> Iterator[LogWriter]:
+    """Log to the file ``path`` (appending) while the block runs, through a non-blocking
+    writer of its own as :func:`configure` does; afterwards the previous configuration
+    (structlog's, the root logger's handler and level) comes back. The demo keeps the
+    node's log off its screen this way."""
+    before = structlog.get_config()
+    root = logging.getLogger()
+    level_before = root.level
+    previous = _handler
+    with path.open("a", encoding="utf-8") as f:
+        writer = LogWriter(f)
+        writer.start()
+        if previous is not None:
+            root.removeHandler(previous)
+        handler = _install(writer, level, fmt, f)
+        try:
+            yield writer
+        finally:
+            root.removeHandler(handler)
+            writer.close()
+            structlog.configure(**before)
+            root.setLevel(level_before)
+            if previous is not None:
+                root.addHandler(previous)

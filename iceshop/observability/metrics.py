@@ -8,6 +8,11 @@ collector), so the cost of metrics is paid once per scrape, not once per message
 Each node has its own :class:`~prometheus_client.CollectorRegistry`: several nodes may
 run in one process (tests, the demo), and the library's global registry would mix them.
 
+The same registry serves the processes that run apart from a node (``role``):
+``iceshop notifier`` exports its notifications by outcome, ``iceshop projector`` the
+windows by state of the read model it writes; each says which it is in
+``iceshop_node_info{role}``.
+
 Windows by state come from the read model (one ``GROUP BY`` per scrape, on the read
 model's own thread): the read model knows every window, including those whose actor is
 passivated or lives on another node. The last answer is kept when the file is briefly
@@ -18,7 +23,7 @@ from __future__ import annotations
 
 import sqlite3
 from collections.abc import Iterable, Iterator
-from typing import Final, get_args
+from typing import Final, Literal, get_args
 
 import structlog
 from prometheus_client import CollectorRegistry, generate_latest
@@ -37,11 +42,16 @@ from iceshop.observability.counters import ShopCounters
 from iceshop.readmodel import ReadModel
 from iceshop.wire import WindowState
 
-__all__ = ["METRIC_NAMES", "NodeMetrics"]
+__all__ = ["METRIC_NAMES", "ROLES", "NodeMetrics", "Role"]
 
 log = structlog.get_logger("iceshop.metrics")
 
 WINDOW_STATES: Final[tuple[str, ...]] = get_args(WindowState)
+
+#: What a process is, in ``iceshop_node_info{role}``: a node, or a process that runs a
+#: part of one apart (``iceshop notifier``, ``iceshop projector``).
+Role = Literal["node", "notifier", "projector"]
+ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 #: Every metric family a node exports (histograms add ``_bucket``, ``_sum``, ``_count``;
 #: counters are exposed with ``_total``).
@@ -86,13 +96,24 @@ _NOTIFIER_OUTCOMES: Final = ("sent", "retried", "failed", "dead", "refused", "se
 
 
 class NodeMetrics:
-    """One node's registry and what feeds it. The node fills in ``system``,
-    ``readmodel`` and ``shards_owned`` as it starts; :meth:`scrape` answers a scrape."""
+    """One process's registry and what feeds it. A node (``role = "node"``) fills in
+    ``system``, ``readmodel``, ``notifier`` and ``shards_owned`` as it starts; a notifier
+    process only ``notifier``, a projector process only ``readmodel``. A node exports
+    every family of :data:`METRIC_NAMES`; the others ``iceshop_node_info`` and their own
+    (notifications by outcome; windows by state). :meth:`scrape` answers a scrape."""
 
-    def __init__(self, node_id: str, counters: ShopCounters, *, version: str) -> None:
+    def __init__(
+        self,
+        node_id: str,
+        counters: ShopCounters | None = None,
+        *,
+        version: str,
+        role: Role = "node",
+    ) -> None:
         self.node_id = node_id
         self.version = version
-        self.counters = counters
+        self.role: Role = role
+        self.counters = counters if counters is not None else ShopCounters()
         self.system: ActorSystem | None = None
         self.readmodel: ReadModel | None = None
         #: The node's own notifier (``notifier = "node"``), whose outcomes are counted.
@@ -133,13 +154,25 @@ class _Collector:
     def collect(self) -> Iterable[Metric]:
         m = self._m
         info = GaugeMetricFamily(
-            "iceshop_node_info", "This node: its id and version.", labels=["node_id", "version"]
+            "iceshop_node_info",
+            "This process: its id, version and role (node, notifier or projector).",
+            labels=["node_id", "version", "role"],
         )
-        info.add_metric([m.node_id, m.version], 1)
+        info.add_metric([m.node_id, m.version, m.role], 1)
         yield info
         if m.system is not None:
             yield from _runtime(m.system.stats())
-        yield from _shop(m)
+        node = m.role == "node"
+        if node:
+            yield _joins(m)
+        if node or m.readmodel is not None:
+            yield _windows(m)
+        if node or m.notifier is not None:
+            yield _notifications(m)
+        if node:
+            yield GaugeMetricFamily(
+                "iceshop_shards_owned", "Shards this node owns.", value=m.shards_owned
+            )
 
 
 def _histogram(family: HistogramMetricFamily, labels: list[str], h: HistogramSnapshot) -> None:
@@ -204,9 +237,14 @@ def _runtime(s: RuntimeStats) -> Iterator[Metric]:
         for k in kinds:
             family.add_metric([k.kind], getattr(k, field))
         yield family
+    # One observation per turn, not per message: a turn handles up to the kind's
+    # throughput in messages (a window's turn in a crowd: hundreds of joins). The mean
+    # per message is rate(_sum) / rate(iceshop_actor_messages_total).
     turns = HistogramMetricFamily(
         "iceshop_actor_turn_seconds",
-        "Seconds per turn (up to the kind's throughput in messages), by actor kind.",
+        "Seconds per actor turn, by actor kind. A turn handles one or more messages (up "
+        "to the kind's throughput), so this is not per-message latency; the mean per "
+        "message is rate(_sum) / rate(iceshop_actor_messages_total).",
         labels=["kind"],
     )
     for k in kinds:
@@ -255,30 +293,35 @@ def _runtime(s: RuntimeStats) -> Iterator[Metric]:
     )
 
 
-def _shop(m: NodeMetrics) -> Iterator[Metric]:
+def _joins(m: NodeMetrics) -> Metric:
     joins = CounterMetricFamily(
         "iceshop_joins_total",
-        "Joins answered by window actors: accepted, or the error code.",
+        "Joins answered by window actors (counted once answered, after the commit): "
+        "accepted, or the error code.",
         labels=["outcome"],
     )
     for outcome, n in sorted(m.counters.joins.items()):
         joins.add_metric([outcome], n)
-    yield joins
+    return joins
+
+
+def _windows(m: NodeMetrics) -> Metric:
     windows = GaugeMetricFamily(
         "iceshop_windows", "Windows by state (from the read model).", labels=["state"]
     )
     for state in sorted({*WINDOW_STATES, *m.windows}):
         windows.add_metric([state], m.windows.get(state, 0))
-    yield windows
+    return windows
+
+
+def _notifications(m: NodeMetrics) -> Metric:
     notifications = CounterMetricFamily(
-        "iceshop_notifications_total", "Notifications by outcome.", labels=["outcome"]
+        "iceshop_notifications_total",
+        "Notifications handled by this process's notifier, by outcome.",
+        labels=["outcome"],
     )
-    counts = dict(m.counters.notifications)
-    if m.notifier is not None:
+    if m.notifier is not None:  # no notifier here (notifier = "external" or "off"): none
         stats = m.notifier.stats
         for outcome in _NOTIFIER_OUTCOMES:
-            counts[outcome] = counts.get(outcome, 0) + getattr(stats, outcome)
-    for outcome, n in sorted(counts.items()):
-        notifications.add_metric([outcome], n)
-    yield notifications
-    yield GaugeMetricFamily("iceshop_shards_owned", "Shards this node owns.", value=m.shards_owned)
+            notifications.add_metric([outcome], getattr(stats, outcome))
+    return notifications

@@ -27,6 +27,12 @@ a fetch raises a timeout when no message arrived (that is idleness, not an error
 are plain publishes, flushed by the client in the background and ordered before the
 next pull request on the same connection.
 
+Traces: with a ``tracer``, each fetched event whose headers carry a sampled
+``traceparent`` (the outbox puts the turn's on every event it publishes) gets a
+``project event`` span, a child of that context, from the fetch until its batch is
+committed to the read model (failed if the commit failed). Events without a context start
+no trace; with no tracer, nothing is checked.
+
 Waiting for the projection (tests, read-your-writes in tools): :meth:`wait_for` returns
 once a window's view has reached a ``seq``, :meth:`caught_up` once every window event in
 the stream at the time of the call is applied. Both wake on the projector's progress
@@ -36,7 +42,7 @@ the stream at the time of the call is applied. Both wake on the projector's prog
 
 from __future__ import annotations
 
-from typing import Final
+from typing import Any, Final
 
 import anyio
 import nats.errors
@@ -49,6 +55,7 @@ from actors.errors import JournalUnavailable, RequestTimeout, TransportError
 from actors.nats import NatsTransport, PullBatches
 from actors.nats.errors import mapped_errors
 from actors.nats.pull import run_pull_consumer
+from actors.tracing import TRACEPARENT, Span, Tracer, unsampled
 from iceshop.readmodel.store import ReadModel, StreamPosition
 from iceshop.wire import DEFAULT_PREFIX, EVENT_STREAM
 
@@ -66,6 +73,11 @@ def node_durable(node_id: str, clustered: bool) -> str:
 
 
 _log = structlog.get_logger(__name__)
+
+
+def _end_spans(spans: list[Span], error: BaseException | None) -> None:
+    for span in spans:
+        span.end(error)
 
 
 class Projector:
@@ -90,6 +102,7 @@ class Projector:
         retry_initial: float = 0.05,
         retry_max: float = 2.0,
         linger: float = 0.02,
+        tracer: Tracer | None = None,
     ) -> None:
         if batch < 1:
             raise ValueError("batch must be at least 1")
@@ -105,6 +118,8 @@ class Projector:
         self.retry_initial = retry_initial
         self.retry_max = retry_max
         self.linger = linger
+        #: Where ``project event`` spans go (None: no tracing).
+        self.tracer = tracer
         self.received = 0
         """Messages fetched (redeliveries included)."""
         self.applied = 0
@@ -199,16 +214,21 @@ class Projector:
                 continue
             self.received += len(msgs)
             events = [(msg.subject, msg.data) for msg in msgs]
+            spans = self._start_spans(msgs) if self.tracer is not None else None
             # Redeliveries may come out of order: the highest sequence is the position,
             # and acking its message acknowledges everything below it (AckPolicy.ALL).
             top, last = max((msg.metadata.sequence.stream, i) for i, msg in enumerate(msgs))
             try:
                 result = await self.store.apply(events, StreamPosition(self.stream, top))
-            except BaseException:
+            except BaseException as exc:
+                if spans:
+                    _end_spans(spans, exc)
                 # Back before anything later: on this AckPolicy.ALL consumer, a later
                 # message served first and acked would acknowledge them unapplied.
                 await psub.hand_back(msgs)
                 raise
+            if spans:
+                _end_spans(spans, None)
             with mapped_errors("read model ack"):
                 await msgs[last].ack()
             self.applied += result.applied
@@ -218,6 +238,28 @@ class Projector:
                 # moment so a busy window costs one fetch and one commit per batch
                 # rather than per event (the lists lag by at most ``linger``).
                 await anyio.sleep(self.linger)
+
+    def _start_spans(self, msgs: list[Any]) -> list[Span]:
+        """A ``project event`` span for each message that carries a sampled context."""
+        tracer = self.tracer
+        assert tracer is not None
+        spans: list[Span] = []
+        for msg in msgs:
+            headers = msg.headers
+            if not headers:
+                continue
+            traceparent = headers.get(TRACEPARENT)
+            if traceparent is None or unsampled(traceparent):
+                continue
+            attributes = {
+                "messaging.destination.name": msg.subject,
+                "messaging.batch.message_count": len(msgs),
+                "readmodel.consumer": self.durable,
+            }
+            span = tracer.start("project event", headers, attributes, "consumer")
+            if span is not None:
+                spans.append(span)
+        return spans
 
     # -- waiting for the projection ---------------------------------------------------------
 

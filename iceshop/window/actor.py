@@ -265,7 +265,7 @@ class WindowActor(PersistentActor):
         if kind is Request:
             result = self._command(message)
             if message.kind == CommandKind.WINDOW_JOIN and result is not None:
-                self.counters.count_join(result)  # None: it waits for a buyer check
+                self._count_join(result)  # None: it waits for a buyer check
             return result
         if kind is BuyerChecked:
             self._checked(message.buyer_id, message.result)
@@ -541,8 +541,17 @@ class WindowActor(PersistentActor):
                         item.join, item.reply, item.deadline, resolved, item.principal
                     )
             if value is not _LATER:
-                self.counters.count_join(value)
+                self._count_join(value)
                 self.respond(item.reply, value)
+
+    def _count_join(self, result: Any) -> None:
+        """Count a join's answer once it goes out: after this turn's commit, with the
+        turn's replies (a rejection that stored nothing too, behind the commits still in
+        flight). A commit that fails counts nothing here: the join was answered with the
+        runtime's ``CommitFailed`` and is counted in ``iceshop_journal_commit_failures``.
+        Joins the runtime refuses because their deadline passed before their turn never
+        reach this actor and are not counted (see docs/observability.md)."""
+        self.after_commit(partial(self.counters.count_join, result))
 
     def _header_deadline(self) -> float | None:
         """The ``Iceshop-Deadline`` of the message being handled, for a join that waits
