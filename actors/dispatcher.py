@@ -123,6 +123,8 @@ class Dispatcher:
         self.turns = 0
         self.handled = 0
         #: Time every turn into its kind's ``turn_seconds`` (a perf_counter pair per turn).
+        #: Read at each slice; an owner that exports no metrics sets it False (the shop's
+        #: node does when it has no ``/metrics`` endpoint), and the histograms stay empty.
         self.timed = True
 
     def schedule(self, actor: Actor) -> None:

@@ -30,10 +30,26 @@ until it is active.
   machine's cores go, and what is left for the node within the target. The crowd mode
   reports the same figures, for a mix of accepted and ``sold_out`` replies.
 
-    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both|budget]
+* **overhead**: what metrics and tracing cost, measured on and off in one run: a
+  warm-up crowd (not counted), then ``--pairs`` crowds with both off and as many with
+  both on, alternating (off on, on off, ...), each on a fresh nats-server and node. Off:
+  no ``/metrics`` endpoint (so the node does not time its turns either) and no tracer;
+  on: ``/metrics`` scraped every second and traces sampled at ``--trace-ratio`` (the
+  node's default) exported to the stand-in collector. Each crowd's line, the medians,
+  the ratios of the medians on / off (accepted joins, all replies) and the verdict on
+  the node's CPU per reply, on / off, against the design's 10 %: throughput moves by
+  more than that between two crowds on a shared machine, the CPU a reply costs the node
+  much less. The verdict takes the median of the pairs' own ratios (each pair ran back
+  to back, so a machine that slows down during the run does not count as overhead).
+  That CPU is counted from the first join to 1.5 s after the last reply (the tracer's
+  last export of the crowd's spans included; the scrape that reads the final count
+  after it is not). ``python -m bench`` runs this as its own entry,
+  ``flash_overhead``.
+
+    python -m bench.flash_crowd [--quick] [--mode crowd|crash|both|budget|overhead]
                                 [--projector external|node]
                                 [--metrics off|on|compare] [--tracing off|on|compare]
-                                [--trace-ratio R]
+                                [--trace-ratio R] [--pairs N]
 
 ``--projector`` says where the read model's projector runs: ``external`` (the default) in
 an ``iceshop projector`` process beside the node, on the same data directory, the node
@@ -46,9 +62,10 @@ a node crashes in production.
 scrapes it every second during the crowd, as a (busy) Prometheus would; the figures then
 include the scrapes and the node's own count of accepted joins, which must match the
 load's. ``--metrics compare`` then runs more crowds in the same run, without and with
-metrics alternately (3 of each; the first crowd is the warm-up), and reports the ratios
-of their medians (target: metrics cost under 10 %).
-The runtime's own counters are always on; ``bench.metrics_overhead`` measures those.
+metrics alternately (``--pairs`` of each, default 5, 2 with ``--quick``; the first crowd
+is the warm-up), and reports as ``--mode overhead`` does. A node without the endpoint
+does not time its turns; its other runtime counters are always on
+(``bench.metrics_overhead`` measures the turn timing alone).
 
 ``--tracing on`` starts the node with ``trace_exporter = "otlp"`` and
 ``trace_sample_ratio = R`` (``--trace-ratio``, default: the node's default), exporting
@@ -80,7 +97,7 @@ import msgspec
 from anyio.streams.buffered import BufferedByteReceiveStream
 
 from actors.nats import NatsServer, NatsTransport
-from bench._common import figure, median, ratio
+from bench._common import RATIO_PREFIX, figure, median, ratio
 from bench._flash_load import LoadResult, LoadSpec
 from bench._flash_shop import (
     REPO_ROOT,
@@ -91,6 +108,7 @@ from bench._flash_shop import (
     cpu_seconds_of,
 )
 from bench._otlp_sink import OtlpSink
+from iceshop.cli.lifecycle import configure_logging
 from iceshop.settings import Settings
 
 __all__ = [
@@ -128,6 +146,10 @@ CROWD = Sizes(attempts=60_000, stock=6_000)
 CROWD_QUICK = Sizes(attempts=8_000, stock=800)
 BUDGET = Sizes(attempts=30_000, stock=30_000)
 BUDGET_QUICK = Sizes(attempts=8_000, stock=8_000)
+OVERHEAD = Sizes(attempts=24_000, stock=2_400)
+"""The crowd of ``--mode overhead``: the crowd's mix (a tenth accepted), smaller, so that
+a warm-up and :data:`COMPARE_PAIRS` pairs fit in about two minutes."""
+OVERHEAD_QUICK = Sizes(attempts=4_000, stock=400)
 CRASH = Sizes(attempts=12_000, stock=8_000, kill_after=3_000, timeout_s=3.0)
 CRASH_QUICK = Sizes(attempts=2_000, stock=1_500, kill_after=500, timeout_s=3.0)
 
@@ -351,7 +373,11 @@ class _Scraper:
         self.last = response.text
 
     async def run(self) -> None:
+        """Scrape at 0.5 s, 1.5 s, ... into the crowd: about one scrape per second of it,
+        as a scraper at a random phase would make (one at 0 s would add a scrape to every
+        crowd, a lot for a crowd of a second)."""
         async with httpx.AsyncClient(timeout=10.0) as http:
+            await anyio.sleep(SCRAPE_EVERY_S / 2)
             while True:
                 await self.scrape(http)
                 await anyio.sleep(SCRAPE_EVERY_S)
@@ -385,12 +411,14 @@ async def crowd(
     metrics: bool = False,
     tracing: bool = False,
     trace_ratio: float = 1.0,
+    settle_s: float = 0.0,
     echo: Echo = print,
 ) -> CrowdResult:
     """The crowd mode (see the module docstring), its files under ``workdir``; with
     ``metrics`` the node serves ``/metrics`` and it is scraped during the crowd; with
     ``tracing`` it exports its spans (``trace_ratio`` of the joins) to a stand-in
-    collector."""
+    collector. ``settle_s``: the node's CPU is read that long after the last reply (the
+    crowd's last spans are exported by then), not at once."""
     async with OtlpSink() as sink:
         result = await _crowd(
             sizes,
@@ -399,6 +427,7 @@ async def crowd(
             readmodel_projector=readmodel_projector,
             metrics=metrics,
             trace_settings=_trace_settings(sink, trace_ratio) if tracing else None,
+            settle_s=settle_s,
             echo=echo,
         )
     if tracing:
@@ -422,6 +451,7 @@ async def _crowd(
     readmodel_projector: str,
     metrics: bool,
     trace_settings: dict[str, str] | None,
+    settle_s: float,
     echo: Echo,
 ) -> CrowdResult:
     port = free_port() if metrics else 0
@@ -443,10 +473,13 @@ async def _crowd(
                 tg.start_soon(scraper.run)
             load = await run_load_process(spec, workdir)
             tg.cancel_scope.cancel()
-        watch = None if scraper is None else await scraper.result()
+        if settle_s > 0:
+            await anyio.sleep(settle_s)
         cpu_after = await node.cpu_seconds()
         projector_after = await node.projector_cpu_seconds()
         server_cpu = _spent(server_before, await cpu_seconds_of(server.pid))
+        # The last scrape reads the final count, after the crowd: not part of its CPU.
+        watch = None if scraper is None else await scraper.result()
         if node.died:
             raise BenchError(f"the node died during the crowd; log tail:\n{node.tail()}")
         if node.projector is not None and node.projector.died:
@@ -683,21 +716,97 @@ def report_crash(r: CrashResult, sizes: Sizes, echo: Echo = print) -> bool:
     return r.lost == 0 and r.oversell == 0 and r.view_reserved == r.held_quantity
 
 
-COMPARE_PAIRS = 3
-"""Crowds with metrics off and on in ``--metrics compare`` (a crowd's selling phase lasts
-seconds, so one pair alone says little)."""
+COMPARE_PAIRS = 5
+"""Pairs of crowds, observability off and on, in a comparison (``--pairs``): the selling
+phase of a crowd lasts about a second, so one pair alone says little."""
+COMPARE_PAIRS_QUICK = 2
+OVERHEAD_TARGET = 0.10
+"""What metrics and tracing may cost (DESIGN.md): node CPU per reply on / off below 1.10."""
+COMPARE_SETTLE_S = 1.5
+"""How long after a compared crowd its node's CPU is read: the tracer exports its spans
+every second (``iceshop.observability.tracing``), and the last export is part of the
+cost. Off and on crowds wait alike."""
+
+
+def _cpu_per_reply_us(r: CrowdResult) -> float | None:
+    """The node's CPU microseconds per reply of the crowd (None without /proc)."""
+    if r.node_cpu_s is None or r.load.replies <= 0:
+        return None
+    return 1e6 * r.node_cpu_s / r.load.replies
 
 
 def _one_line(label: str, r: CrowdResult) -> str:
-    cpu = (
-        ""
-        if r.node_cpu_s is None
-        else f", node CPU {_percent(r.node_cpu_s, r.load.elapsed_s):.0f} %"
-    )
-    return (
+    line = (
         f"{label}: accepted {r.load.ok_per_s:,.0f} joins/s, "
-        f"all replies {r.load.replies_per_s:,.0f}/s{cpu}"
+        f"all replies {r.load.replies_per_s:,.0f}/s"
     )
+    per_reply = _cpu_per_reply_us(r)
+    if per_reply is not None:
+        line += f", node CPU per reply {per_reply:.1f} us"
+    line += f"; setup {r.setup_s:.1f} s, crowd {r.load.elapsed_s:.1f} s"
+    if r.metrics is not None:
+        line += f", {r.metrics.scrapes} scrapes"
+    if r.trace_spans is not None:
+        line += f", {r.trace_spans:,} spans exported"
+    return line
+
+
+def _spread(values: list[float]) -> str:
+    """``min-max`` of the values, and their half-range in percent of the median."""
+    middle = median(values)
+    half = 50 * (max(values) - min(values)) / middle if middle > 0 else 0.0
+    return f"{min(values):.1f}-{max(values):.1f} us, +/-{half:.0f} %"
+
+
+def report_overhead(
+    label: str, runs: dict[bool, list[CrowdResult]], echo: Echo = print
+) -> bool | None:
+    """Medians of each side, the ratios of the medians on / off, and the verdict on node
+    CPU per reply against :data:`OVERHEAD_TARGET`: True met, False missed, None when
+    there is no CPU figure (off Linux)."""
+    cpu: dict[bool, list[float]] = {}
+    for on in (False, True):
+        side = runs[on]
+        ok = median([r.load.ok_per_s for r in side])
+        replies = median([r.load.replies_per_s for r in side])
+        line = (
+            f"{label} {'on' if on else 'off'}, median of {len(side)}: "
+            f"accepted {ok:,.0f} joins/s, all replies {replies:,.0f}/s"
+        )
+        per_reply = [_cpu_per_reply_us(r) for r in side]
+        if all(v is not None for v in per_reply):
+            cpu[on] = [v for v in per_reply if v is not None]
+            line += f", node CPU per reply {median(cpu[on]):.1f} us (runs {_spread(cpu[on])})"
+        echo(line)
+    for name, field in (("accepted joins", "ok_per_s"), ("all replies", "replies_per_s")):
+        on_median = median([getattr(r.load, field) for r in runs[True]])
+        off_median = median([getattr(r.load, field) for r in runs[False]])
+        echo(ratio(f"flash crowd {name}, {label} on vs off", on_median, off_median, f"{label} off"))
+    if len(cpu) < 2 or median(cpu[False]) <= 0:
+        echo(f"verdict: {label} overhead not judged: no CPU figures (they come from /proc)")
+        return None
+    on_us, off_us = median(cpu[True]), median(cpu[False])
+    # The machine's speed drifts over a comparison (other work, frequency): each pair's
+    # two crowds ran back to back, so the median of the pairs' ratios is judged; the
+    # ratio of the two medians is shown beside it.
+    pair_ratios = [on / off for on, off in zip(cpu[True], cpu[False], strict=False) if off > 0]
+    value = median(pair_ratios)
+    met = value < 1 + OVERHEAD_TARGET
+    echo(
+        f"pairs' CPU per reply on/off: {', '.join(f'{r:.2f}' for r in pair_ratios)}; "
+        f"ratio of the medians {on_us / off_us:.2f}"
+    )
+    echo(
+        f"{RATIO_PREFIX}flash crowd node CPU per reply, {label} on vs off: {value:.2f} "
+        f"(median of {len(pair_ratios)} pairs, on/off, lower is better)  "
+        f"target < {1 + OVERHEAD_TARGET:.2f}: {'met' if met else 'MISSED'}"
+    )
+    echo(
+        f"verdict: {label} on cost the node {100 * (value - 1):+.1f} % CPU per reply "
+        f"(median of the pairs; medians {on_us:.1f} us on, {off_us:.1f} us off): "
+        f"{'below' if met else 'NOT below'} the {100 * OVERHEAD_TARGET:.0f} % target"
+    )
+    return met
 
 
 async def compare_metrics(
@@ -710,21 +819,28 @@ async def compare_metrics(
     tracing: bool = False,
     metrics: bool = True,
     trace_ratio: float = 1.0,
+    warmup: bool = False,
 ) -> bool:
     """Crowds with nothing on and with ``metrics`` and/or ``tracing`` on, alternating
-    (off on, on off, ...; the crowd run before them is the warm-up), and the ratios of
-    their medians."""
+    (off on, on off, ...), and :func:`report_overhead` on them. Off: no ``/metrics``
+    endpoint (so the node times no turns) and no tracer. ``warmup``: one more crowd
+    first, not counted (else the crowd run before them is the warm-up). False when a
+    crowd's checks failed; a missed target is reported, not a failure."""
     parts = [
         *(["metrics (/metrics scraped every 1 s)"] if metrics else []),
         *([f"tracing (sample ratio {trace_ratio:g}, OTLP)"] if tracing else []),
     ]
     what = " and ".join(parts)
     label = "+".join(p.split(" ", 1)[0] for p in parts)
-    echo(f"-- {what}: off vs on, {pairs} crowds each, alternating")
+    echo(
+        f"-- {what}: off vs on, {pairs} crowds each, alternating; {sizes.attempts} join "
+        f"attempts, stock {sizes.stock}"
+    )
     runs: dict[bool, list[CrowdResult]] = {False: [], True: []}
     good = True
+    started = anyio.current_time()
     order = [on for i in range(pairs) for on in ((False, True) if i % 2 == 0 else (True, False))]
-    for n, on in enumerate(order):
+    for n, on in enumerate([None, *order] if warmup else order):
         where = workdir / f"crowd-{label}-{n}-{'on' if on else 'off'}"
         await anyio.Path(where).mkdir()
         r = await crowd(
@@ -732,33 +848,28 @@ async def compare_metrics(
             where,
             ceiling=False,
             readmodel_projector=readmodel_projector,
-            metrics=on and metrics,
-            tracing=on and tracing,
+            metrics=bool(on) and metrics,
+            tracing=bool(on) and tracing,
             trace_ratio=trace_ratio,
+            settle_s=COMPARE_SETTLE_S,
             echo=lambda _line: None,
         )
-        runs[on].append(r)
         good &= r.consistent
-        spans = "" if r.trace_spans is None else f", {r.trace_spans:,} spans exported"
-        echo(_one_line(f"{label} {'on ' if on else 'off'}", r) + spans)
+        if not r.consistent:
+            echo("!! the window's reservations do not match the acknowledged joins")
+        if on is None:
+            echo(_one_line(f"{label} off (warm-up, not counted)", r))
+            continue
+        runs[on].append(r)
+        echo(_one_line(f"{label} {'on ' if on else 'off'}", r))
         if r.metrics is not None and (r.metrics.failed or r.metrics.accepted != r.load.ok):
             echo(f"!! metrics: {r.metrics.failed} failed scrapes; {r.metrics.accepted} accepted")
             good = False
         if r.trace_spans == 0:
             echo("!! tracing: the collector received no spans")
             good = False
-    for name, value in (("accepted joins", "ok_per_s"), ("all replies", "replies_per_s")):
-        on_median = median([getattr(r.load, value) for r in runs[True]])
-        off_median = median([getattr(r.load, value) for r in runs[False]])
-        echo(
-            ratio(
-                f"flash crowd {name}, {label} on vs off",
-                on_median,
-                off_median,
-                f"{label} off",
-                target=0.9,
-            )
-        )
+    report_overhead(label, runs, echo)
+    echo(figure(f"{label} comparison wall time", anyio.current_time() - started, "s"))
     return good
 
 
@@ -770,8 +881,21 @@ async def main_async(
     metrics: str = "off",
     tracing: str = "off",
     trace_ratio: float = 1.0,
+    pairs: int = 0,
 ) -> bool:
     good = True
+    pairs = pairs or (COMPARE_PAIRS_QUICK if quick else COMPARE_PAIRS)
+    if mode == "overhead":
+        return await compare_metrics(
+            OVERHEAD_QUICK if quick else OVERHEAD,
+            workdir,
+            readmodel_projector,
+            pairs,
+            tracing=True,
+            metrics=True,
+            trace_ratio=trace_ratio,
+            warmup=True,
+        )
     if mode == "budget":
         sizes = BUDGET_QUICK if quick else BUDGET
         print("-- budget: every join accepted (stock = attempts), CPU per reply by process")
@@ -791,7 +915,6 @@ async def main_async(
             trace_ratio=trace_ratio,
         )
         good &= report_crowd(result, sizes)
-        pairs = 2 if quick else COMPARE_PAIRS
         if metrics == "compare":
             good &= await compare_metrics(sizes, workdir, readmodel_projector, pairs)
         if tracing == "compare":
@@ -816,7 +939,9 @@ async def main_async(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.flash_crowd")
     parser.add_argument("--quick", action="store_true")
-    parser.add_argument("--mode", choices=("crowd", "crash", "both", "budget"), default="both")
+    parser.add_argument(
+        "--mode", choices=("crowd", "crash", "both", "budget", "overhead"), default="both"
+    )
     parser.add_argument(
         "--projector",
         choices=("external", "node"),
@@ -844,7 +969,18 @@ def main(argv: list[str] | None = None) -> int:
         help="the node's trace_sample_ratio with tracing on (default: the setting's "
         f"default, {Settings().trace_sample_ratio:g}; 1 traces every join)",
     )
+    parser.add_argument(
+        "--pairs",
+        type=int,
+        default=0,
+        metavar="N",
+        help="crowds of each side in a comparison (default: "
+        f"{COMPARE_PAIRS}, {COMPARE_PAIRS_QUICK} with --quick)",
+    )
     args = parser.parse_args(argv)
+    if args.pairs < 0:
+        parser.error("--pairs must be positive")
+    configure_logging("warning")  # not a line per collector or scrape server started
     if not 0.0 <= args.trace_ratio <= 1.0:
         parser.error("--trace-ratio must be between 0 and 1")
     try:
@@ -858,6 +994,7 @@ def main(argv: list[str] | None = None) -> int:
                 args.metrics,
                 args.tracing,
                 args.trace_ratio,
+                args.pairs,
             )
     except BenchError as exc:
         print(f"!! flash_crowd: {exc}", flush=True)
