@@ -29,7 +29,8 @@ also reads its own journal record again every ``refresh_s`` seconds
 holds changes this actor has not seen, made by another node, it takes the stored
 records as they are and copies them over the registry. A revocation reaches every node
 within ``refresh_s`` whatever happened to its event; the check is one journal read of
-one actor.
+one actor. Having taken them, the actor stops and is activated again at once, so it
+recovers at the journal's position and its next write commits.
 
 Both are admin actions and are audited in their own commit (``apikey.created`` /
 ``apikey.revoked`` by the admin who sent them, the create's note as its why; never the
@@ -131,6 +132,14 @@ class _NotRead:
 
 _events = msgspec.msgpack.Decoder(ApiKeyEvent)
 _snapshot = msgspec.msgpack.Decoder(ApiKeyState)
+
+
+async def _nothing() -> None:
+    return None
+
+
+def _reload(_: object) -> LoadKeys:
+    return LoadKeys()
 
 
 def _fold(records: dict[str, ApiKeyRecord], event: Any) -> None:
@@ -239,6 +248,11 @@ class ApiKeyActor(PersistentActor):
         revoked = sorted(k for k, r in state.records.items() if r.revoked and not before.get(k))
         added = sorted(k for k in state.records if k not in before)
         log.info("API keys refreshed from the journal", revoked=revoked, added=added)
+        # The registry is right now; the actor's journal position is not (another node
+        # wrote). Stop it and have it activated again: it recovers at the journal's
+        # position, so the next create or revoke here commits instead of being refused.
+        self.stop()
+        self.pipe(_nothing, _reload)
 
     # -- commands -------------------------------------------------------------------------
 
