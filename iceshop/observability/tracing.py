@@ -216,10 +216,12 @@ class OtelTracer:
             context = trace.set_span_in_context(parent.span)
         elif parent is None:
             return self._root(name, attributes, role)
-        elif isinstance(parent, Mapping):
+        elif type(parent) is dict or isinstance(parent, Mapping):  # dict: skip the ABC check
             header = parent.get(TRACEPARENT)
-            if header is not None and unsampled(header):
-                return Forwarded(header)  # the common case when sampling: be quick
+            if header is None:  # the common case: a request that comes without a context
+                return self._root(name, attributes, role)
+            if unsampled(header):
+                return Forwarded(header)  # the common case when sampling upstream
             remote = parse_traceparent(header)
             if remote is None:  # no (valid) context: this span starts a trace
                 return self._root(name, attributes, role)
