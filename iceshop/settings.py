@@ -93,8 +93,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
     #: holder of the number's send lease sends (the others stand by).
     notify_rate_per_s: Annotated[float, msgspec.Meta(gt=0)] = 80.0
     #: The send lease's lifetime: a standby takes over this long after the holder's last
-    #: renewal (the holder stops sending a quarter of it earlier); a stop hands it over at
-    #: once.
+    #: renewal (the holder starts no send with less than a quarter of it left and cuts off
+    #: sends still unanswered when it ends); a stop hands it over at once.
     notify_lease_ttl_s: Seconds = 6.0
     #: Minimum time between two messages to one recipient (WhatsApp's pair rate).
     notify_recipient_spacing_s: Annotated[float, msgspec.Meta(ge=0)] = 6.0

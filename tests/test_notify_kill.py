@@ -71,8 +71,9 @@ def notifier_env(api: FakeCloudApi) -> dict[str, str]:
             # requests come back after it): short, to keep the test fast.
             "ICESHOP_NOTIFY_CLAIM_TTL_S": "2",
             # The standby takes the dead holder's send lease over this long after its
-            # last renewal.
-            "ICESHOP_NOTIFY_LEASE_TTL_S": "1",
+            # last renewal; long enough that the holder keeps it while the second
+            # process starts on a loaded machine.
+            "ICESHOP_NOTIFY_LEASE_TTL_S": "3",
             "ICESHOP_NOTIFY_RETRY_BASE_S": "0.05",
             "ICESHOP_NOTIFY_RETRY_CAP_S": "0.2",
         }
@@ -83,7 +84,8 @@ def notifier_env(api: FakeCloudApi) -> dict[str, str]:
 @asynccontextmanager
 async def notifier_process(
     url: str, data: Path, log: Path, env: dict[str, str]
-) -> AsyncIterator[anyio.abc.Process]:
+) -> AsyncIterator[tuple[anyio.abc.Process, list[str]]]:
+    """A running ``iceshop notifier`` and the lines it printed up to ``notifier ready``."""
     argv = [sys.executable, "-m", "iceshop.cli", "notifier", "--nats", url, "--data", str(data)]
     with log.open("wb") as errors:
         process = await anyio.open_process(
@@ -96,7 +98,7 @@ async def notifier_process(
             with anyio.fail_after(20):
                 while not lines or lines[-1] != "notifier ready":
                     lines.append((await out.receive_until(b"\n", 4096)).decode())
-            yield process
+            yield process, lines
         finally:
             with anyio.CancelScope(shield=True):
                 if process.returncode is None:
@@ -129,10 +131,20 @@ async def test_a_notifier_killed_mid_batch_sends_each_notification_exactly_once(
         env = notifier_env(api)
 
         async with (
-            notifier_process(nats_server.url, tmp_path / "a", tmp_path / "a.err", env) as first,
-            # Started once the first holds the send lease: it stands by.
-            notifier_process(nats_server.url, tmp_path / "b", tmp_path / "b.err", env) as second,
+            notifier_process(nats_server.url, tmp_path / "a", tmp_path / "a.err", env) as (
+                first,
+                first_lines,
+            ),
+            # Started once the first holds the send lease: it stands by, and says so.
+            notifier_process(nats_server.url, tmp_path / "b", tmp_path / "b.err", env) as (
+                second,
+                second_lines,
+            ),
         ):
+            [first_consumer] = [line for line in first_lines if "consumer" in line]
+            [second_consumer] = [line for line in second_lines if "consumer" in line]
+            assert "iceshop-notifier on ICESHOP_NOTIFICATIONS" in first_consumer
+            assert "standing by" in second_consumer, second_lines
             with anyio.fail_after(20):
                 await api.wait_until(lambda a: len(a.accepted) == KEEP and a.held > 0)
                 await events.wait_for(KEEP)
@@ -205,7 +217,7 @@ async def test_a_crash_after_recording_sent_and_before_the_ack_sends_nothing_aga
                 claim_ttl=1.0,
                 concurrency=4,
                 fetch_timeout=0.2,
-                lease_ttl=1.0,
+                lease_ttl=3.0,  # released at each stop: no lapse is waited for
             )
 
         crashing = notifier(CrashesBeforeAck)

@@ -3,7 +3,9 @@ decoding, the outcome event, and the rate limiter on virtual time."""
 
 from __future__ import annotations
 
+import logging
 import math
+from pathlib import Path
 
 import anyio
 import anyio.lowlevel
@@ -28,6 +30,7 @@ from iceshop.notify import (
 from iceshop.notify.request import REQUEST_STREAM
 from iceshop.notify.templates import format_closing
 from iceshop.notify.whatsapp import message_body, parse_retry_after
+from iceshop.observability import logs
 from iceshop.product.notifications import notification_payload
 from iceshop.product.state import NotificationRequested
 from iceshop.wire import parse_time
@@ -368,3 +371,26 @@ def test_a_new_lease_holder_waits_one_interval_before_its_first_send(burst: int)
     # A hold-off never moves a schedule that is already later.
     limiter.hold_off("n")
     assert limiter.book("n", "r3") >= slots[-1]
+
+
+# -- logging: httpx's per-request lines ----------------------------------------------------
+
+
+def test_httpx_request_lines_are_not_logged_at_info(tmp_path: Path) -> None:
+    """httpx logs a line per request at INFO (80 a second from a notifier): the logging
+    setup keeps httpx and httpcore to warnings, and the rest at the configured level."""
+    loggers = [logging.getLogger(name) for name in ("httpx", "httpcore")]
+    before = [logger.level for logger in loggers]
+    path = tmp_path / "node.log"
+    try:
+        with logs.to_file(path, "info", "json"):
+            logging.getLogger("httpx").info("HTTP Request: POST https://graph.example")
+            logging.getLogger("httpcore.http11").info("send_request_headers.started")
+            logging.getLogger("httpx").warning("httpx trouble")
+            logging.getLogger("iceshop.notify").info("kept")
+    finally:
+        for logger, level in zip(loggers, before, strict=True):
+            logger.setLevel(level)
+    text = path.read_text()
+    assert "kept" in text and "httpx trouble" in text
+    assert "HTTP Request" not in text and "send_request_headers" not in text

@@ -12,7 +12,8 @@ provider and its settings, pacing and retries. The WhatsApp token comes from
 ``ICESHOP_WHATSAPP_TOKEN`` or ``whatsapp_token_file``, never from a flag. No lock is
 taken on the data directory: several notifiers may share it (the ``log`` provider appends
 whole lines to one file). It prints a ready line once it consumes (waiting for the
-stream if no node created it yet) and stops on SIGINT or SIGTERM: the notifier first
+stream if no node created it yet), or once it stands by (its consumer line says so:
+another notifier holds the send lease), and stops on SIGINT or SIGTERM: the notifier first
 (sends in flight finish and are recorded, the others are handed back), then the
 provider, then the connection.
 
@@ -115,7 +116,13 @@ def run(args: argparse.Namespace) -> int:
         print(f"  provider  {notifier.provider.name}", flush=True)
         rate = settings.notify_rate_per_s
         print(f"  rate      {rate:g}/s per sending number (send lease)", flush=True)
-        print(f"  consumer  {notifier.durable} on {notifier.stream}", flush=True)
+        lease = notifier.lease
+        if lease is not None and not lease.owns():
+            # Started while another notifier holds the send lease: nothing consumed yet.
+            consumer = "none yet: standing by (another notifier holds the send lease)"
+        else:
+            consumer = f"{notifier.durable} on {notifier.stream}"
+        print(f"  consumer  {consumer}", flush=True)
         print(f"  worker    {notifier.worker}", flush=True)
         if settings.metrics_port:
             port = settings.metrics_port

@@ -16,8 +16,12 @@ compare-and-set on the revision it holds. A refused write means somebody took it
 
 *Validity, on the holder's monotonic clock.* The lease is valid for the holder until
 ``t_sent + ttl - margin``, ``t_sent`` being when its last successful write was *sent*.
-:meth:`SendLease.owns` is checked before each send; past that moment the holder sends
-nothing more and gives the lease up.
+Before each send the holder checks that at least ``heartbeat`` of it is left
+(:meth:`SendLease.remaining`), else it hands the request back unsent; when the lease
+ends (:meth:`SendLease.hold` returns) it cuts off every send still waiting for the
+provider's answer (see :mod:`iceshop.notify.worker`). So no send of a holder is started
+or awaited past its validity, which ends ``margin`` before any standby may take over;
+an event loop stalled longer than ``margin`` is the one way to overlap.
 
 *Lapse, on a standby's monotonic clock.* A standby reads the key every ``poll`` seconds and
 judges the lease lapsed only when its revision has stayed the same for ``ttl`` seconds
@@ -126,6 +130,12 @@ class SendLease:
         """True while this notifier may send (its lease is valid on its own clock)."""
         return self.revision is not None and self.clock.monotonic() < self.valid_until
 
+    def remaining(self) -> float:
+        """Seconds of validity left on this notifier's clock (``0``: not holding)."""
+        if self.revision is None:
+            return 0.0
+        return max(0.0, self.valid_until - self.clock.monotonic())
+
     def _value(self) -> bytes:
         return _encoder.encode(
             LeaseRecord(owner=self.owner, sender=self.sender, renewed_at=self.clock.time())
@@ -170,15 +180,18 @@ class SendLease:
 
     async def acquire(self, on_standby: Callable[[], None] | None = None) -> None:
         """Wait until this notifier holds the lease (KV failures are retried).
-        ``on_standby`` is called whenever another notifier's lease is found live."""
+        ``on_standby`` is called once, when another notifier's lease is first found
+        live (not at each of its renewals)."""
         seen: tuple[int, float] | None = None  # (revision, first seen) of another's lease
+        stood_by = False
         while True:
             try:
                 revision, present = await self._read()
                 now = self.clock.monotonic()
                 if present and (seen is None or seen[0] != revision):
                     seen = (revision, now)
-                    if on_standby is not None:
+                    if on_standby is not None and not stood_by:
+                        stood_by = True
                         on_standby()
                 if not present or (seen is not None and now - seen[1] >= self.ttl):
                     sent = self.clock.monotonic()
@@ -202,15 +215,17 @@ class SendLease:
     async def hold(self) -> None:
         """Renew the lease every ``heartbeat`` until it is lost; returns then (with
         :meth:`owns` false). Cancel it to stop renewing (then :meth:`release`)."""
+        # Kept across wake-ups: an early wake re-checks, it does not postpone renewal.
+        next_renewal = self.clock.monotonic() + self.heartbeat
         while self.revision is not None:
             now = self.clock.monotonic()
             if now >= self.valid_until:
                 break
-            next_renewal = now + self.heartbeat
-            await self.clock.sleep_until(min(next_renewal, self.valid_until), self._wakeup)
-            if self.clock.monotonic() < next_renewal:
+            if now < next_renewal:
+                await self.clock.sleep_until(min(next_renewal, self.valid_until), self._wakeup)
                 continue
-            sent = self.clock.monotonic()
+            sent = now
+            next_renewal = sent + self.heartbeat
             try:
                 with anyio.move_on_after(max(0.0, self.valid_until - sent)):
                     won = await self._write(self.revision)

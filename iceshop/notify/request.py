@@ -9,10 +9,10 @@ are ignored (a newer product may add some; a request is never refused for that),
 
 Consent: the product asks only for buyers who opted in (it filters on the buyer's
 ``whatsapp_opt_in`` when it records the request) and says so in the request
-(``whatsapp_opt_in: true``). The notifier sends only when the request says ``true``: a
-request that says ``false``, or does not say (a product that predates the field, or
-another publisher), is refused and recorded ``failed`` without a send, so consent is
-checked on both sides.
+(``whatsapp_opt_in: true``). A request that says ``false`` is refused and recorded
+``failed`` without a send. A request without the field was recorded by a product that
+predates it, which also asked only for opted-in buyers: it is sent (refusing it would
+drop every request queued across an upgrade).
 """
 
 from __future__ import annotations
@@ -48,7 +48,8 @@ class NotifyRequest(msgspec.Struct, frozen=True, kw_only=True):
     activates_at: str = ""
     expires_at: str
     whatsapp_opt_in: bool | None = None
-    """``None``: the request does not say; refused like ``False``."""
+    """``None``: the request does not say (a product before the field): sent, since
+    that product recorded requests for opted-in buyers only; ``False`` is refused."""
 
 
 class RequestEvent(msgspec.Struct, frozen=True, kw_only=True):

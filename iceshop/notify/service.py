@@ -207,13 +207,8 @@ async def start_notifier(
     no node created it yet; with ``wait`` this returns only once it is consuming (or
     standing by: another notifier holds the send lease).
 
-    ``tracer``: the node's, for a span per notification; without one, a notifier
-    process whose settings ask for traces (``trace_exporter``) opens its own."""
-    if tracer is None and settings.trace_exporter != "none":
-        # Imported only when tracing: OpenTelemetry is not loaded otherwise.
-        from iceshop.observability.tracing import open_tracer
-
-        tracer = await open_tracer(stack, settings, settings.node_id)
+    ``tracer``: a span per notification when given (the node's, or the one ``iceshop
+    notifier`` opens); none is opened here."""
     provider = await stack.enter_async_context(await open_provider(settings))
     secrets = await receiver_secrets(settings) if settings.status_webhook_port else None
     notifier = build_notifier(transport, provider, settings, clock=clock, tracer=tracer)

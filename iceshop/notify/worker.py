@@ -11,15 +11,20 @@
         │ busy: NAK until the claim ends permanent: ``failed`` + event + ack
                                           exhausted: ``dead`` + event + term
 
-(The opt-in check comes first, before the claim: a request without the buyer's opt-in
-is recorded ``failed`` and never claimed.)
+(The opt-in check comes first, before the claim: a request that says the buyer has not
+opted in is recorded ``failed`` and never claimed.)
 
 One sender at a time: the notifiers (one in each node, and any ``iceshop notifier``
 processes) compete for the send lease of their sending number (:mod:`iceshop.notify.lease`);
 only the holder binds the consumer and sends, so one rate limiter paces every message
 from the number. The others stand by and take over when the holder stops (it releases
-the lease) or dies (the lease lapses). Without a lease (``lease_ttl=None``) every notifier
-binds the same durable consumer and the server hands each request to one of them.
+the lease) or dies (the lease lapses). The holder starts a send only with at least a
+renewal interval of its lease left, and when the lease ends it cuts off the sends still
+waiting for the provider's answer (recorded as retries: the provider may have taken
+them, as after a timeout), so no send of an old holder outlasts its lease. A stopping
+holder keeps renewing until its sends in flight are recorded. Without a lease
+(``lease_ttl=None``) every notifier binds the same durable consumer and the server hands
+each request to one of them.
 
 A request that is not acknowledged (the notifier died, hung, or NAK'ed it) comes back
 after its delay; so a retry is durable, and the backoff survives a restart and a
@@ -190,6 +195,8 @@ class Notifier:
         self._slots = anyio.Semaphore(concurrency)
         self._sending: set[str] = set()
         """Notifications this process is sending now (between send and verdict)."""
+        self._cut_offs: set[anyio.CancelScope] = set()
+        """One scope per provider call awaiting its answer, cancelled if the lease ends."""
         self._progress: anyio.Event | None = None
 
     # -- running ------------------------------------------------------------------------
@@ -216,6 +223,7 @@ class Notifier:
                 task_status.started()
 
         def standby() -> None:
+            # Once per acquire: at start, and after each loss of the lease.
             log.info("notifier stands by: another holds the send lease", worker=self.worker)
             ready()
 
@@ -224,19 +232,36 @@ class Notifier:
                 await lease.acquire(on_standby=standby)
                 self.limiter.hold_off(self.provider.sender)
                 async with anyio.create_task_group() as tg:
-
-                    async def keep(scope: anyio.CancelScope = tg.cancel_scope) -> None:
-                        await lease.hold()
-                        scope.cancel()  # lost: stop consuming, stand by again
-
-                    tg.start_soon(keep)
-                    tg.start_soon(self._run_consumer_then, ready)
+                    # Renewal goes on through a shutdown until the consumer (and so every
+                    # send in flight) is done, so those sends stay within the lease.
+                    renewing = anyio.CancelScope(shield=True)
+                    tg.start_soon(self._keep_lease, lease, renewing, tg.cancel_scope)
+                    tg.start_soon(self._consume_while_held, renewing, ready)
         finally:
             # After the consumer's task group: sends in flight are recorded by now.
             await lease.release()
 
-    async def _run_consumer_then(self, ready: Callable[[], None]) -> None:
-        await self._run_consumer(on_bound=ready)
+    async def _keep_lease(
+        self, lease: SendLease, renewing: anyio.CancelScope, consuming: anyio.CancelScope
+    ) -> None:
+        """Renew ``lease`` (in ``renewing``, shielded) until it is lost, then cut off the
+        sends awaiting an answer and stop ``consuming``; or until ``renewing`` is
+        cancelled (the consumer is done: the lease is released next)."""
+        with renewing:
+            await lease.hold()
+        if renewing.cancelled_caught:
+            return
+        for cut in list(self._cut_offs):
+            cut.cancel()
+        consuming.cancel()  # stand by again
+
+    async def _consume_while_held(
+        self, renewing: anyio.CancelScope, ready: Callable[[], None]
+    ) -> None:
+        try:
+            await self._run_consumer(on_bound=ready)
+        finally:
+            renewing.cancel()  # sends in flight are recorded: renewing may stop
 
     async def _run_consumer(
         self,
@@ -288,8 +313,13 @@ class Notifier:
         return self.lease
 
     def may_send(self) -> bool:
-        """True unless this notifier runs under a send lease it does not hold."""
-        return self.lease_ttl is None or (self.lease is not None and self.lease.owns())
+        """True unless this notifier runs under a send lease it does not hold, or holds
+        with less than a renewal interval left (its renewals are failing: a send started
+        now would likely be cut off, in doubt, when the lease ends)."""
+        if self.lease_ttl is None:
+            return True
+        lease = self.lease
+        return lease is not None and lease.owns() and lease.remaining() >= lease.heartbeat
 
     def consumer_config(self) -> ConsumerConfig:
         return ConsumerConfig(
@@ -441,12 +471,10 @@ class Notifier:
             product_id=request.product_id,
             provider=self.provider.name,
         )
-        if request.whatsapp_opt_in is not True:
-            reason = (
-                "buyer has not opted in"
-                if request.whatsapp_opt_in is False
-                else "request does not carry the buyer's opt-in"
-            )
+        # A request without the field was recorded by a product that predates it, which
+        # asked only for opted-in buyers: only an explicit ``false`` is refused.
+        if request.whatsapp_opt_in is False:
+            reason = "buyer has not opted in"
             record = await self.store.refuse(template, at=now, reason=reason)
             self.stats.refused += 1
             log.info("notification refused: no opt-in", notification_id=nid, reason=reason)
@@ -475,8 +503,8 @@ class Notifier:
         await self.limiter.acquire(self.provider.sender, outbound.to)
         nid = request.notification_id
         if not self.may_send():
-            # The send lease ended while this waited for its slot: another notifier may
-            # be sending from the number now. Hand the request back unsent.
+            # The send lease ended (or is about to) while this waited for its slot:
+            # another notifier may be sending from the number soon. Hand it back unsent.
             await self.store.release(nid, self.worker)
             await self._settle_msg(msg, "nak")
             return
@@ -497,7 +525,7 @@ class Notifier:
         nid = request.notification_id
         started = self.clock.monotonic()
         try:
-            sent: Sent = await self.provider.send(outbound)
+            sent: Sent = await self._provider_send(outbound)
         except RetryableSendError as exc:
             if self.backoff.exhausted(attempt):
                 await self._decide(msg, claim, "dead", attempt, exc.code, exc.reason, None)
@@ -536,6 +564,19 @@ class Notifier:
             seconds=round(self.clock.monotonic() - started, 4),
         )
         await self._decide(msg, claim, "sent", attempt, None, "", sent.message_id)
+
+    async def _provider_send(self, outbound: Outbound) -> Sent:
+        """``provider.send``, cut off if the send lease ends before the answer (no
+        checkpoint since :meth:`may_send`: the scope is registered before any wait)."""
+        with anyio.CancelScope() as cut:
+            self._cut_offs.add(cut)
+            try:
+                return await self.provider.send(outbound)
+            finally:
+                self._cut_offs.discard(cut)
+        raise RetryableSendError(
+            "cut off: the send lease ended before the provider answered (it may have the message)"
+        )
 
     async def _decide(
         self,

@@ -255,6 +255,8 @@ def _install(writer: LogWriter, level: str, fmt: LogFormat, out: TextIO) -> Queu
     root = logging.getLogger()
     root.addHandler(handler)
     root.setLevel(levelno)
+    for chatty in ("httpx", "httpcore"):  # a line per request (80/s): warnings only
+        logging.getLogger(chatty).setLevel(max(levelno, logging.WARNING))
     return handler
 
 
