@@ -27,6 +27,7 @@ import anyio
 import msgspec
 import pytest
 import structlog
+from nats.js.api import AckPolicy, ConsumerConfig
 
 from actors import NotPermitted, VirtualClock
 from actors.nats import JetStreamOutbox, Msg, NatsServer, NatsTransport, Subscription
@@ -51,6 +52,11 @@ from iceshop.cli.secrets import (
 from iceshop.config import load_settings
 from iceshop.connection import nats_login
 from iceshop.node import ShopNode
+from iceshop.notify.lease import lease_key
+from iceshop.notify.store import BUCKET as NOTIFY_BUCKET
+from iceshop.notify.store import record_key
+from iceshop.notify.worker import DEFAULT_DURABLE as NOTIFIER_DURABLE
+from iceshop.readmodel.projector import node_durable
 from iceshop.settings import Settings
 from iceshop.wire import EVENT_STREAM
 
@@ -451,38 +457,251 @@ async def test_the_admin_cannot_erase_or_reconfigure_protected_streams(
         assert node.permission_violations == 0
 
 
+async def refused_publish(client: NatsTransport, subject: str, body: bytes = b"{}") -> None:
+    """``subject`` is refused to ``client`` (a JetStream API call: with a reply subject)."""
+    before = client.permission_violations
+    await client.publish(subject, body, reply=f"{client.inbox_prefix}.refused")
+    await client.flush()
+    assert client.permission_violations == before + 1, subject
+
+
+def _stream(name: str, subject: str, republish_to: str | None = None) -> bytes:
+    config: dict[str, object] = {"name": name, "subjects": [subject], "storage": "memory"}
+    if republish_to is not None:
+        config["republish"] = {"src": subject, "dest": republish_to}
+    return msgspec.json.encode(config)
+
+
+def _create(stream: str, **config: object) -> bytes:
+    return msgspec.json.encode({"stream_name": stream, "config": config})
+
+
+#: A read model's consumer of the event stream, as a node in a cluster names it.
+READMODEL = node_durable("n1", clustered=True)
+#: Subjects the admin may publish, and what a stream of its own could republish them as
+#: (an audit record, an event, a WhatsApp send).
+FORGERIES = {
+    "iceshop.windows.forged-1.get": "iceshop.audit.window.W1",
+    "iceshop.windows.forged-2.get": "iceshop.events.window.W1.sold_out",
+    "iceshop.windows.forged-3.get": "iceshop.notifications.N9.requested",
+}
+#: A send lease's key in the notifier's bucket.
+LEASE = lease_key("+905550000000")
+
+
+async def _the_nodes_jetstream(node: NatsTransport) -> None:
+    """The streams, the claims bucket and the consumers nodes and notifiers keep."""
+    assert await ensure_audit_stream(node, "iceshop")
+    outbox = JetStreamOutbox(node)
+    await outbox.ensure_stream(EVENT_STREAM, ["iceshop.events.>"])
+    await outbox.ensure_stream("ICESHOP_NOTIFICATIONS", ["iceshop.notifications.>"])
+    js = node.jetstream(timeout=5.0)
+    kv = await js.create_key_value(bucket=NOTIFY_BUCKET)
+    await kv.put(LEASE, b"notifier-a")  # the send lease of a sending number
+    await kv.put(record_key("N1"), b"{}")  # a notification's claim
+    for n in range(3):
+        await js.publish(f"iceshop.events.window.W{n}.created", b'{"n": %d}' % n)
+        await js.publish(f"iceshop.notifications.N{n}.requested", b"{}")
+        await js.publish(f"iceshop.audit.window.W{n}", b"{}")
+    # As the read model's projector makes it (iceshop.readmodel.projector).
+    await js.add_consumer(
+        EVENT_STREAM,
+        config=ConsumerConfig(
+            name=READMODEL,
+            durable_name=READMODEL,
+            filter_subject="iceshop.events.>",
+            ack_policy=AckPolicy.ALL,
+            max_deliver=-1,
+        ),
+    )
+    await js.add_consumer(
+        "ICESHOP_NOTIFICATIONS",
+        config=ConsumerConfig(
+            name=NOTIFIER_DURABLE,
+            durable_name=NOTIFIER_DURABLE,
+            filter_subject="iceshop.notifications.>",
+            ack_policy=AckPolicy.EXPLICIT,
+        ),
+    )
+
+
+@pytest.mark.anyio
+async def test_the_admin_reads_jetstream_but_manages_nothing_in_it(server: NatsServer) -> None:
+    """The admin's JetStream rights are an allow-list of reads (and its own consumers of
+    the audit trail): no new stream (one republishing into iceshop.audit.> or on command
+    subjects would forge records or store buyers' tokens), no purge or delete in the
+    notifier's claims bucket (every retained request would be sent again; a deleted lease
+    gives two holders), no change to the notifier's or a read model's consumer."""
+    async with login(server, "node") as node, login(server, "admin") as admin:
+        await _the_nodes_jetstream(node)
+        js = node.jetstream(timeout=5.0)
+        streams = {s.config.name: s.state.messages for s in await js.streams_info()}
+        consumers = {
+            (stream, name): await js.consumer_info(stream, name)
+            for stream, name in (
+                (EVENT_STREAM, READMODEL),
+                ("ICESHOP_NOTIFICATIONS", NOTIFIER_DURABLE),
+            )
+        }
+
+        forging = [
+            # new streams: republishing audit records, events, notification requests ...
+            *(
+                (f"$JS.API.STREAM.CREATE.FORGE{n}", _stream(f"FORGE{n}", src, dest))
+                for n, (src, dest) in enumerate(FORGERIES.items())
+            ),
+            # ... or storing commands (and their bearer tokens), answering with PubAcks
+            (
+                "$JS.API.STREAM.CREATE.TOKENS",
+                _stream("TOKENS", "iceshop.buyers.>"),
+            ),
+            # the notifier's claims and leases
+            (f"$JS.API.STREAM.PURGE.KV_{NOTIFY_BUCKET}", b"{}"),
+            (
+                f"$JS.API.STREAM.PURGE.KV_{NOTIFY_BUCKET}",
+                b'{"filter": "$KV.ICESHOP_NOTIFY.lease.>"}',
+            ),
+            (f"$JS.API.STREAM.MSG.DELETE.KV_{NOTIFY_BUCKET}", b'{"seq": 1}'),
+            (f"$JS.API.STREAM.DELETE.KV_{NOTIFY_BUCKET}", b""),
+            (f"$JS.API.STREAM.UPDATE.KV_{NOTIFY_BUCKET}", b"{}"),
+            (f"$KV.{NOTIFY_BUCKET}.{LEASE}", b"admin"),
+            # the notification requests and the notifier's consumer
+            ("$JS.API.STREAM.PURGE.ICESHOP_NOTIFICATIONS", b"{}"),
+            ("$JS.API.STREAM.UPDATE.ICESHOP_NOTIFICATIONS", b"{}"),
+            (f"$JS.API.CONSUMER.DELETE.ICESHOP_NOTIFICATIONS.{NOTIFIER_DURABLE}", b""),
+            ("$JS.API.CONSUMER.CREATE.ICESHOP_NOTIFICATIONS", b"{}"),
+            # a read model's consumer: pulled (and left unacked), changed through a
+            # create request that names it, deleted
+            (f"$JS.API.CONSUMER.MSG.NEXT.{EVENT_STREAM}.{READMODEL}", b'{"batch": 10}'),
+            (
+                f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}",
+                _create(EVENT_STREAM, name=READMODEL, filter_subject="iceshop.events.none"),
+            ),
+            (
+                f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}.{READMODEL}",
+                _create(EVENT_STREAM, name=READMODEL, filter_subject="iceshop.events.>"),
+            ),
+            (f"$JS.API.CONSUMER.DELETE.{EVENT_STREAM}.{READMODEL}", b""),
+            ("$JS.API.ACCOUNT.PURGE.$G", b""),
+        ]
+        for subject, body in forging:
+            await refused_publish(admin, subject, body)
+        for subject in FORGERIES:  # an admin's command subjects: nothing republishes them
+            await admin.publish(subject, b'{"forged": true}')
+        await admin.flush()
+
+        assert {s.config.name: s.state.messages for s in await js.streams_info()} == streams
+        kv = await js.key_value(NOTIFY_BUCKET)
+        assert (await kv.get(LEASE)).value == b"notifier-a"
+        for (stream, name), info in consumers.items():
+            now = await js.consumer_info(stream, name)
+            assert now.config.filter_subject == info.config.filter_subject, name
+            assert now.delivered.stream_seq == 0 and now.num_pending == 3, name
+
+        # What the admin reads: `nats stream ls/info/get`, `nats consumer ls/info`.
+        ajs = admin.jetstream(timeout=5.0)
+        violations = admin.permission_violations
+        assert {s.config.name for s in await ajs.streams_info()} >= {
+            "ICESHOP_AUDIT",
+            EVENT_STREAM,
+            "ICESHOP_NOTIFICATIONS",
+            f"KV_{NOTIFY_BUCKET}",
+        }
+        assert (await ajs.stream_info(EVENT_STREAM)).state.messages == 3
+        assert (await ajs.get_msg(EVENT_STREAM, 2)).data == b'{"n": 1}'
+        assert (await ajs.consumer_info(EVENT_STREAM, READMODEL)).num_pending == 3
+        assert [c.name for c in await ajs.consumers_info("ICESHOP_NOTIFICATIONS")] == [
+            NOTIFIER_DURABLE
+        ]
+        assert (await ajs.account_info()).streams >= 4
+        # Consumers of the audit trail, as the `nats` CLI makes them (named, pulled,
+        # deleted); `iceshop audit`'s ordered push consumer is tested in test_audit.py.
+        view = ConsumerConfig(
+            name="audit-view",
+            filter_subject="iceshop.audit.>",
+            ack_policy=AckPolicy.NONE,
+            mem_storage=True,
+            inactive_threshold=60.0,
+        )
+        await ajs.add_consumer("ICESHOP_AUDIT", config=view)
+        records = await ajs.pull_subscribe_bind("audit-view", stream="ICESHOP_AUDIT")
+        assert [m.subject for m in await records.fetch(3, timeout=2.0)] == [
+            f"iceshop.audit.window.W{n}" for n in range(3)
+        ]
+        await records.unsubscribe()
+        assert await ajs.delete_consumer("ICESHOP_AUDIT", "audit-view")
+        assert admin.permission_violations == violations
+        assert node.permission_violations == 0
+
+
 @pytest.mark.anyio
 async def test_events_reader_consumes_the_event_stream_and_nothing_else(
     server: NatsServer,
 ) -> None:
     async with login(server, "node") as node, login(server, "events") as reader:
-        outbox = JetStreamOutbox(node)
-        await outbox.ensure_stream(EVENT_STREAM, ["iceshop.events.>"])
-        await outbox.ensure_stream("ICESHOP_NOTIFICATIONS", ["iceshop.notifications.>"])
-        await node.jetstream().publish("iceshop.events.window.W1.created", b'{"n": 1}')
+        await _the_nodes_jetstream(node)
+        js = node.jetstream(timeout=5.0)
 
-        js = reader.jetstream(timeout=2.0)
-        sub = await js.pull_subscribe("iceshop.events.>", durable="crm", stream=EVENT_STREAM)
+        # Its own durable consumer, "events": pull, ack.
+        rjs = reader.jetstream(timeout=2.0)
+        sub = await rjs.pull_subscribe("iceshop.events.>", durable="events", stream=EVENT_STREAM)
         (msg,) = await sub.fetch(1, timeout=2.0)
-        assert (msg.subject, msg.data) == ("iceshop.events.window.W1.created", b'{"n": 1}')
+        assert (msg.subject, msg.data) == ("iceshop.events.window.W0.created", b'{"n": 0}')
         await msg.ack_sync(timeout=2.0)  # answered by the server: the ack is in
-        info = await js.consumer_info(EVENT_STREAM, "crm")
-        assert info.num_ack_pending == 0
+        info = await rjs.consumer_info(EVENT_STREAM, "events")
+        assert info.num_ack_pending == 0 and info.num_pending == 2
+        assert (await rjs.get_msg(EVENT_STREAM, 3)).data == b'{"n": 2}'
         assert reader.permission_violations == 0
 
-        for subject in (
-            "$JS.API.STREAM.CREATE.MINE",
-            "$JS.API.STREAM.DELETE.ICESHOP_EVENTS",
-            "$JS.API.STREAM.PURGE.ICESHOP_EVENTS",
-            "$JS.API.CONSUMER.CREATE.ICESHOP_NOTIFICATIONS",
-            "$JS.API.STREAM.MSG.GET.ICESHOP_NOTIFICATIONS",
-            "iceshop.windows.W1.get",
+        # Never a read model's consumer: not pulled, acked, changed, made or deleted.
+        ack = f"$JS.ACK.{EVENT_STREAM}.{READMODEL}.1.1.1.1800000000000000000.2"
+        for subject, body in (
+            (f"$JS.API.CONSUMER.MSG.NEXT.{EVENT_STREAM}.{READMODEL}", b'{"batch": 10}'),
+            (ack, b""),
+            (f"$JS.API.CONSUMER.DELETE.{EVENT_STREAM}.{READMODEL}", b""),
+            (f"$JS.API.CONSUMER.INFO.{EVENT_STREAM}.{READMODEL}", b""),
+            (
+                f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}",  # names the consumer in the body
+                _create(EVENT_STREAM, name=READMODEL, filter_subject="iceshop.events.none"),
+            ),
+            (
+                f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}.{READMODEL}.iceshop.events.>",
+                _create(EVENT_STREAM, name=READMODEL, filter_subject="iceshop.events.>"),
+            ),
+            (
+                f"$JS.API.CONSUMER.DURABLE.CREATE.{EVENT_STREAM}.{READMODEL}",
+                _create(EVENT_STREAM, durable_name=READMODEL, inactive_threshold=1_000_000),
+            ),
+            (f"$JS.API.CONSUMER.LIST.{EVENT_STREAM}", b"{}"),
+            # nor anything else: streams, notification requests, commands
+            ("$JS.API.STREAM.CREATE.MINE", b"{}"),
+            (f"$JS.API.STREAM.DELETE.{EVENT_STREAM}", b""),
+            (f"$JS.API.STREAM.PURGE.{EVENT_STREAM}", b"{}"),
+            ("$JS.API.CONSUMER.CREATE.ICESHOP_NOTIFICATIONS", b"{}"),
+            ("$JS.API.STREAM.MSG.GET.ICESHOP_NOTIFICATIONS", b'{"seq": 1}'),
+            (f"$JS.API.CONSUMER.DELETE.ICESHOP_NOTIFICATIONS.{NOTIFIER_DURABLE}", b""),
+            (f"$JS.API.STREAM.PURGE.KV_{NOTIFY_BUCKET}", b"{}"),
+            ("iceshop.windows.W1.get", b"{}"),
         ):
-            before = reader.permission_violations
-            await reader.publish(subject, b"{}")
-            await reader.flush()
-            assert reader.permission_violations == before + 1, subject
+            await refused_publish(reader, subject, body)
         await refused_subscription(reader, "iceshop.notifications.>")
+
+        # A create request names the consumer it makes or changes: under its own name
+        # only, and the server holds the body to that name.
+        for body in (
+            _create(EVENT_STREAM, durable_name=READMODEL, filter_subject="iceshop.events.none"),
+            _create(EVENT_STREAM, name=READMODEL, filter_subject="iceshop.events.none"),
+        ):
+            raw, _ = await reader.request(
+                f"$JS.API.CONSUMER.CREATE.{EVENT_STREAM}.events", body, timeout=2.0
+            )
+            reply = msgspec.json.decode(raw)
+            assert "error" in reply or reply["name"] == "events", reply
+        readmodel = await js.consumer_info(EVENT_STREAM, READMODEL)
+        assert readmodel.config.filter_subject == "iceshop.events.>"
+        assert readmodel.config.inactive_threshold is None
+        assert readmodel.delivered.stream_seq == 0 and readmodel.num_pending == 3
+        assert node.permission_violations == 0
 
 
 # -- a node logged in as "node" -------------------------------------------------------------

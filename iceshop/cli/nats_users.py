@@ -111,16 +111,44 @@ authorization {
     # shared by all sellers. Seller registration is the admin's.
 
     # Operators and the `iceshop` command line: every command (seller registration,
-    # admin subjects, cluster.status included), JetStream management (the `nats` CLI's
-    # stream commands), service discovery of the nodes ($SRV.PING/INFO/STATS: `nats
-    # micro ls`), and reading events and audit records live. Never publishing events,
-    # notification requests or audit records: those come from nodes only, after a
-    # commit. Reading the audit trail (`iceshop audit`) is an ordered consumer of the
-    # ICESHOP_AUDIT stream: created through $JS.API, delivered to the admin's inbox,
-    # flow control answered on $JS.FC.
+    # admin subjects, cluster.status included), service discovery of the nodes
+    # ($SRV.PING/INFO/STATS: `nats micro ls`), and reading events and audit records live.
+    # Never publishing events, notification requests or audit records: those come from
+    # nodes only, after a commit.
+    #
+    # JetStream read only, by an allow-list: information on every stream and consumer
+    # (`nats stream ls`, `nats stream info`, `nats consumer ls`) and single messages by
+    # sequence or subject (`nats stream get`). No stream is created, changed, purged,
+    # deleted or restored and no consumer is created, changed or deleted as admin (a new
+    # stream could republish into iceshop.audit.>, .events.> or .notifications.>;
+    # purged claims and a deleted notifier consumer would send every retained
+    # notification again, a deleted lease key would give two send-lease holders): stream
+    # management is done logged in as `node`. The one exception is the audit trail,
+    # which only admins consume: `iceshop audit` reads it with an ordered consumer (made
+    # through $JS.API, delivered to the admin's inbox, flow control answered on $JS.FC).
+    # The event stream has no such exception: its consumers include the nodes' read
+    # models, and a consumer-create request may name, and so change, an existing one.
     ADMIN = {
         publish: {
-            allow: ["iceshop.>", "$JS.API.>", "$JS.FC.>", "$SRV.>"]
+            allow: [
+                "iceshop.>"
+                "$SRV.>"
+                "$JS.API.INFO"
+                "$JS.API.STREAM.LIST"
+                "$JS.API.STREAM.NAMES"
+                "$JS.API.STREAM.INFO.*"
+                "$JS.API.STREAM.MSG.GET.*"
+                "$JS.API.DIRECT.GET.*"
+                "$JS.API.DIRECT.GET.*.>"
+                "$JS.API.CONSUMER.LIST.*"
+                "$JS.API.CONSUMER.NAMES.*"
+                "$JS.API.CONSUMER.INFO.*.*"
+                "$JS.API.CONSUMER.CREATE.ICESHOP_AUDIT"
+                "$JS.API.CONSUMER.CREATE.ICESHOP_AUDIT.>"
+                "$JS.API.CONSUMER.DELETE.ICESHOP_AUDIT.*"
+                "$JS.API.CONSUMER.MSG.NEXT.ICESHOP_AUDIT.*"
+                "$JS.FC.ICESHOP_AUDIT.>"
+            ]
             deny: [
                 "iceshop.events.>"
                 "iceshop.notifications.>"
@@ -129,43 +157,19 @@ authorization {
                 # (which carry principals the sending node has checked).
                 "iceshop.journal.>"
                 "iceshop.internal.>"
-                # The streams the nodes keep and trust: the audit trail (append-only:
-                # the stream also denies deletes and purges), the events, and in
-                # cluster mode the journal and the shard leases' bucket. The admin may
-                # read them (info, consumers) but not create one ahead of the nodes
-                # with a config of its own, change its config (max_msgs: 1 would erase
-                # the trail), delete, purge or restore it, or delete single messages.
-                "$JS.API.STREAM.CREATE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.UPDATE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.DELETE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.PURGE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.MSG.DELETE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.RESTORE.ICESHOP_AUDIT"
-                "$JS.API.STREAM.CREATE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.UPDATE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.DELETE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.PURGE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.MSG.DELETE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.RESTORE.ICESHOP_EVENTS"
-                "$JS.API.STREAM.CREATE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.UPDATE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.DELETE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.PURGE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.MSG.DELETE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.RESTORE.ICESHOP_JOURNAL"
-                "$JS.API.STREAM.CREATE.KV_ICESHOP_SHARDS"
-                "$JS.API.STREAM.UPDATE.KV_ICESHOP_SHARDS"
-                "$JS.API.STREAM.DELETE.KV_ICESHOP_SHARDS"
-                "$JS.API.STREAM.PURGE.KV_ICESHOP_SHARDS"
-                "$JS.API.STREAM.MSG.DELETE.KV_ICESHOP_SHARDS"
-                "$JS.API.STREAM.RESTORE.KV_ICESHOP_SHARDS"
             ]
         }
         subscribe: { allow: ["_INBOX_admin.>", "iceshop.events.>", "iceshop.audit.>"] }
     }
 
-    # A reader of events (analytics, a search index, a CRM feed): live events, and
-    # consumers of the ICESHOP_EVENTS stream, nothing else.
+    # A reader of events (analytics, a search index, a CRM feed): live events, single
+    # events of the ICESHOP_EVENTS stream by sequence or subject, and one durable consumer
+    # of that stream of its own, named "events" (pull, acks; a consumer-create request
+    # names the consumer it makes or changes, so the name is fixed here: a permission
+    # cannot require a prefix within a name). Never the nodes' consumers of the stream
+    # (iceshop-readmodel-<node>: pulling and acking there would keep events from the read
+    # model), nothing else. Another reader with a consumer of its own: a user like this one
+    # with another consumer name.
     EVENTS = {
         publish: {
             allow: [
@@ -174,16 +178,14 @@ authorization {
                 "$JS.API.STREAM.MSG.GET.ICESHOP_EVENTS"
                 "$JS.API.DIRECT.GET.ICESHOP_EVENTS"
                 "$JS.API.DIRECT.GET.ICESHOP_EVENTS.>"
-                "$JS.API.CONSUMER.CREATE.ICESHOP_EVENTS"
-                "$JS.API.CONSUMER.CREATE.ICESHOP_EVENTS.>"
-                "$JS.API.CONSUMER.DURABLE.CREATE.ICESHOP_EVENTS.*"
-                "$JS.API.CONSUMER.INFO.ICESHOP_EVENTS.*"
-                "$JS.API.CONSUMER.DELETE.ICESHOP_EVENTS.*"
-                "$JS.API.CONSUMER.MSG.NEXT.ICESHOP_EVENTS.*"
-                "$JS.API.CONSUMER.LIST.ICESHOP_EVENTS"
-                "$JS.API.CONSUMER.NAMES.ICESHOP_EVENTS"
-                "$JS.ACK.ICESHOP_EVENTS.>"
-                "$JS.FC.ICESHOP_EVENTS.>"
+                "$JS.API.CONSUMER.CREATE.ICESHOP_EVENTS.events"
+                "$JS.API.CONSUMER.CREATE.ICESHOP_EVENTS.events.>"
+                "$JS.API.CONSUMER.DURABLE.CREATE.ICESHOP_EVENTS.events"
+                "$JS.API.CONSUMER.INFO.ICESHOP_EVENTS.events"
+                "$JS.API.CONSUMER.DELETE.ICESHOP_EVENTS.events"
+                "$JS.API.CONSUMER.MSG.NEXT.ICESHOP_EVENTS.events"
+                "$JS.ACK.ICESHOP_EVENTS.events.>"
+                "$JS.FC.ICESHOP_EVENTS.events.>"
             ]
         }
         subscribe: { allow: ["_INBOX_events.>", "iceshop.events.>"] }
