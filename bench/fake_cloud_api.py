@@ -37,7 +37,7 @@ import msgspec
 
 from iceshop.notify.http11 import HTTPServer, Request, Response
 
-__all__ = ["Accepted", "FakeCloudApi", "Scripted"]
+__all__ = ["Accepted", "FakeCloudApi", "Scripted", "max_in_window"]
 
 _encoder = msgspec.json.Encoder()
 
@@ -102,6 +102,18 @@ class Scripted:
 class _Hold:
     after: int
     released: anyio.Event = field(default_factory=anyio.Event)
+
+
+def max_in_window(times: list[float], window_s: float) -> int:
+    """The most of ``times`` within any ``window_s`` (half-open) window."""
+    ordered = sorted(times)
+    best = 0
+    start = 0
+    for end, t in enumerate(ordered):
+        while t - ordered[start] >= window_s:
+            start += 1
+        best = max(best, end - start + 1)
+    return best
 
 
 class FakeCloudApi:
@@ -214,14 +226,7 @@ class FakeCloudApi:
 
     def max_in_window(self, window_s: float) -> int:
         """The most requests that arrived within any ``window_s`` (half-open) window."""
-        times = sorted(self.arrivals)
-        best = 0
-        start = 0
-        for end, t in enumerate(times):
-            while t - times[start] >= window_s:
-                start += 1
-            best = max(best, end - start + 1)
-        return best
+        return max_in_window(self.arrivals, window_s)
 
     def per_second(self) -> list[int]:
         """Requests that arrived in each whole second after the first arrival, which is

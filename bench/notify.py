@@ -14,10 +14,12 @@ with its store (a JetStream key-value bucket) and contract events.
   Cloud API (HTTP on loopback), at the default limit of 80 messages/s. The fake's arrival
   times after the first are cut into whole seconds from the first
   (:meth:`~bench.fake_cloud_api.FakeCloudApi.per_second`): the sustained rate is the mean
-  of the complete seconds and the busiest second is the largest of them. The run fails
-  if any second, whole or sliding, holds more than 81 (departures are 1/80 s apart at
-  least; latency jitter can move one arrival across a window's edge). The baseline is
-  the limit itself: the sustained rate should be close to it, never above.
+  of the complete seconds and the busiest second is the largest of them. Departures (the
+  moment each send is handed to the provider) are recorded too: the run fails if any
+  sliding second of departures holds more than 80, or any second of arrivals more than
+  84 (the fake runs in this process, so a busy loop can bunch the arrivals it records
+  by a few; what WhatsApp counts is what leaves). The baseline is the limit itself: the
+  sustained rate should be close to it, never above.
 * **cloud x2**: the same with two notifiers on the one sending number, each configured
   for the full limit: only the holder of the number's send lease sends, so together
   they keep the limit (without the lease they would send twice as fast).
@@ -35,13 +37,14 @@ import tempfile
 import time
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import anyio
 
 from actors import OutboxEntry, RealClock
 from actors.nats import JetStreamOutbox, NatsServer, NatsTransport
 from bench._common import figure, ratio
-from bench.fake_cloud_api import FakeCloudApi
+from bench.fake_cloud_api import FakeCloudApi, max_in_window
 from iceshop.cli.lifecycle import configure_logging
 from iceshop.notify import (
     REQUEST_STREAM,
@@ -52,7 +55,7 @@ from iceshop.notify import (
     RateLimiter,
     WhatsAppProvider,
 )
-from iceshop.notify.provider import Provider
+from iceshop.notify.provider import Outbound, Provider, Sent
 from iceshop.product.notifications import notification_payload, notification_subject
 from iceshop.product.state import NotificationRequested
 from iceshop.wire import EVENT_STREAM
@@ -60,6 +63,8 @@ from iceshop.wire import EVENT_STREAM
 LOG_N, LOG_N_QUICK = 5000, 1000
 CLOUD_N, CLOUD_N_QUICK = 800, 240
 LIMIT = 80.0
+ARRIVAL_SLACK = 1.05
+"""Arrivals recorded by the in-process fake may bunch by a few when the loop is busy."""
 CONCURRENCY = 64
 
 
@@ -159,10 +164,22 @@ async def bench_log(url: str, workdir: Path, n: int) -> float:
     return n / elapsed
 
 
+class _DeparturesTimed(WhatsAppProvider):
+    """The WhatsApp provider, noting when each send is handed to it."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.departures: list[float] = []
+
+    async def send(self, msg: Outbound) -> Sent:
+        self.departures.append(time.monotonic())
+        return await super().send(msg)
+
+
 async def bench_cloud(url: str, n: int, notifiers: int = 1) -> float:
     async with NatsTransport(url) as transport, FakeCloudApi() as api:
         ids = await publish(transport, n, "c")
-        async with WhatsAppProvider(
+        async with _DeparturesTimed(
             token=api.token,
             phone_number_id=api.phone_number_id,
             api_base=api.base,
@@ -170,6 +187,7 @@ async def bench_cloud(url: str, n: int, notifiers: int = 1) -> float:
             max_connections=CONCURRENCY,
         ) as provider:
             running, _ = await drain(transport, provider, LIMIT, n, notifiers)
+            departures = provider.departures
     counts = Counter(api.accepted_ids())
     if set(counts) != set(ids) or set(counts.values()) != {1}:
         raise BenchError("the fake Cloud API did not receive every notification exactly once")
@@ -178,6 +196,7 @@ async def bench_cloud(url: str, n: int, notifiers: int = 1) -> float:
     sustained = sum(whole) / len(whole)
     busiest = max(whole)
     sliding = api.max_in_window(1.0)
+    left = max_in_window(departures, 1.0)
     what = f"notify cloud x{notifiers}" if notifiers > 1 else "notify cloud"
     print(
         figure(
@@ -187,13 +206,15 @@ async def bench_cloud(url: str, n: int, notifiers: int = 1) -> float:
         )
     )
     print(figure(f"{what}: busiest whole second", busiest, "requests"), flush=True)
+    print(figure(f"{what}: most departures in any second", left, "requests"), flush=True)
+    print(figure(f"{what}: most arrivals in any second", sliding, "requests"), flush=True)
     if notifiers > 1:
         split = ", ".join(str(notifier.stats.sent) for notifier in running)
         print(f"  {what}: sent by each notifier: {split}", flush=True)
-    # Departures are at least 1/LIMIT apart; an arrival window gains at most one from
-    # latency jitter at its edge.
-    if busiest > LIMIT + 1 or sliding > LIMIT + 1:
-        raise BenchError(f"rate limit exceeded: {max(busiest, sliding)} requests within a second")
+    if left > LIMIT:
+        raise BenchError(f"rate limit exceeded: {left} sends left within a second")
+    if max(busiest, sliding) > ARRIVAL_SLACK * LIMIT:
+        raise BenchError(f"rate limit exceeded: {max(busiest, sliding)} arrived within a second")
     return sustained
 
 

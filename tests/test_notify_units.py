@@ -315,6 +315,41 @@ async def test_rate_per_number_is_never_exceeded_on_virtual_time() -> None:
 
 
 @pytest.mark.anyio
+async def test_sends_that_wake_late_still_leave_one_interval_apart() -> None:
+    """The loop stalls for 100 ms in the middle of a run: the sends whose slots passed
+    meanwhile leave together, but no second of actual departures holds more than the
+    rate (without the departure gate it would)."""
+    clock = VirtualClock()
+    limiter = RateLimiter(clock, rate_per_s=80.0)
+    departures: list[float] = []
+    done = anyio.Event()
+
+    async def stalling_drive() -> None:
+        step = 0
+        while not done.is_set():
+            for _ in range(10):
+                await anyio.lowlevel.checkpoint()
+            step += 1
+            stall = 0.1 if step == 150 else 0.004
+            clock.set(round(clock.monotonic() + stall, 6))
+            limiter.wake()
+
+    async def send(i: int) -> None:
+        await limiter.acquire("num", f"+90555{i:07d}")
+        departures.append(clock.monotonic())
+
+    async with anyio.create_task_group() as tg:
+        tg.start_soon(stalling_drive)
+        async with anyio.create_task_group() as senders:
+            for i in range(200):
+                senders.start_soon(send, i)
+        done.set()
+    assert len(departures) == 200
+    assert max_in_window(departures, 1.0) <= 80
+    assert max(departures) < 199 / 80 + 0.2  # late wake-ups cost no lasting rate
+
+
+@pytest.mark.anyio
 async def test_recipient_spacing_holds_back_only_that_recipient() -> None:
     clock = VirtualClock()
     limiter = RateLimiter(clock, rate_per_s=100.0, spacing_s=2.0)

@@ -10,7 +10,9 @@ notifier paces itself instead of learning the limits from errors.
 scheduling time rather than a refilling counter). A slot is booked the moment it is
 asked for and never given to anyone else, so however many tasks wait, the sends leave
 at most ``rate * t + burst`` in any ``t`` seconds. With ``burst = 1`` (the default) any
-window of one second holds at most ``rate`` sends.
+window of one second holds at most ``rate`` sends: the slots, and the sends themselves,
+since a task that wakes after its slot (the loop was busy) also waits when ``rate``
+sends have actually left within the last second.
 
 **Spacing.** A recipient's next send may not be booked before ``spacing`` seconds after
 its previous slot. A task that would break it sleeps first and books its number's slot
@@ -36,7 +38,7 @@ tests run it on a :class:`~actors.clock.VirtualClock`: move the clock, then call
 from __future__ import annotations
 
 import math
-from collections import OrderedDict
+from collections import OrderedDict, deque
 
 import anyio
 
@@ -44,15 +46,21 @@ from actors.clock import Clock
 
 __all__ = ["RateLimiter"]
 
+_EDGE = 0.001
+"""The departure gate's window is this much longer than a rate's, so a send timed a
+moment later than the gate saw it (the provider's clock, its log) still falls outside."""
+
 
 class _Number:
     """One sending number's schedule and its recipients' next allowed times."""
 
-    __slots__ = ("recipients", "tat")
+    __slots__ = ("departed", "recipients", "tat")
 
     def __init__(self) -> None:
         self.tat = -math.inf
         """The theoretical time of the next send when sends are back to back."""
+        self.departed: deque[float] = deque()
+        """When the latest sends actually left, oldest first (the departure gate)."""
         self.recipients: OrderedDict[str, float] = OrderedDict()
         """recipient -> earliest next slot; in booking (hence time) order."""
 
@@ -77,6 +85,9 @@ class RateLimiter:
             raise ValueError("spacing_s must be a finite number of seconds, at least 0")
         self.clock = clock
         self.interval = 1.0 / rate_per_s
+        #: The departure gate: at most ``capacity`` sends leave in any ``window`` seconds.
+        self.capacity = max(1, math.floor(rate_per_s))
+        self.window = self.capacity / rate_per_s
         self.burst = burst
         self.spacing = spacing_s
         self._numbers: dict[str, _Number] = {}
@@ -148,6 +159,19 @@ class RateLimiter:
             await self._sleep_until(ready)
         slot = self.book(sender, recipient)
         await self._sleep_until(slot)
+        if self.burst == 1:
+            # Slots are 1/rate apart, but a task may wake late (the loop was busy) and
+            # leave together with the next ones. So the actual departures are counted
+            # too: no more than ``capacity`` of them in any ``window`` seconds (80 in any
+            # second at 80/s), which a late wake-up delays only when it would break that.
+            departed = self._numbers[sender].departed
+            while len(departed) >= self.capacity:
+                due = departed[0] + self.window + _EDGE
+                if due <= self.clock.monotonic():
+                    departed.popleft()
+                    continue
+                await self._sleep_until(due)
+            departed.append(self.clock.monotonic())
         self.waited += self.clock.monotonic() - started
         return slot
 
