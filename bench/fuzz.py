@@ -181,10 +181,8 @@ def in_process(inputs: int, auth: bool = False) -> bool:
 async def over_nats(per_pair: int) -> bool:
     from tests.fuzz_world import (
         defects_for_every_kind,
-        fuzz_over_nats,
         fuzz_shop,
         seed_world,
-        snapshot,
     )
 
     ok = True
@@ -195,23 +193,7 @@ async def over_nats(per_pair: int) -> bool:
             cases = await anyio.to_thread.run_sync(defects_for_every_kind, world, per_pair, SEED)
             print(f"\nover NATS: {len(cases):,} defective requests ({per_pair} per pair)")
             print(figure("generated in", time.perf_counter() - start, "s"))
-            before = await snapshot(shop, world)
-            report = await fuzz_over_nats(shop, world, cases, concurrency=32)
-            after = await snapshot(shop, world)
-            print(figure("requests answered and judged", report.sent, "requests"))
-            print(figure("requests/s", report.sent / report.seconds, "requests/s"))
-            for bucket, n in sorted(report.buckets.items()):
-                print(f"  {bucket:<16} {n:>8,}")
-            changes = before.changes(after)
-            print(f"failures (unexpected reply, timeout): {len(report.failures)}")
-            for failure in report.failures[:SHOWN]:
-                print("  " + failure[:1000])
-            print(f"events published during the fuzz: {report.events}")
-            print(f"state changes: {len(changes)}")
-            for change in changes:
-                print("  " + change)
-            ok = not report.failures and not changes and report.events == 0
-            ok = ok and report.sent == len(cases)
+            ok = await _judged_over_nats(shop, world, cases)
             (wid,) = world.pool("window_id")
             c = shop.client
             await c.ok("buyers.B9.register", {"name": "Late buyer", "phone": "+905551112299"})
@@ -222,15 +204,39 @@ async def over_nats(per_pair: int) -> bool:
     return ok
 
 
+async def _judged_over_nats(shop: Any, world: Any, cases: list[Any]) -> bool:
+    """Send ``cases`` to the node, print how they were answered, and whether the shop's
+    journal, views and event stream stayed as they were: True when nothing failed,
+    nothing was published and nothing changed."""
+    from tests.fuzz_world import fuzz_over_nats, snapshot
+
+    before = await snapshot(shop, world)
+    report = await fuzz_over_nats(shop, world, cases, concurrency=32)
+    after = await snapshot(shop, world)
+    print(figure("requests answered and judged", report.sent, "requests"))
+    print(figure("requests/s", report.sent / report.seconds, "requests/s"))
+    for bucket, n in sorted(report.buckets.items()):
+        print(f"  {bucket:<16} {n:>8,}")
+    changes = before.changes(after)
+    print(f"failures (unexpected reply, timeout): {len(report.failures)}")
+    for failure in report.failures[:SHOWN]:
+        print("  " + failure[:1000])
+    print(f"events published during the fuzz: {report.events}")
+    print(f"state changes: {len(changes)}")
+    for change in changes:
+        print("  " + change)
+    return (
+        not report.failures and not changes and report.events == 0 and (report.sent == len(cases))
+    )
+
+
 async def over_nats_auth(per_pair: int) -> bool:
     from tests.fuzz_inputs import BAD_CREDENTIALS, Credentials, good_token
     from tests.fuzz_world import (
         create_api_keys,
         credentials_for_every_kind,
-        fuzz_over_nats,
         fuzz_shop,
         seed_world,
-        snapshot,
     )
 
     with tempfile.TemporaryDirectory(prefix="iceshop-fuzz-auth-") as tmp:
@@ -247,23 +253,7 @@ async def over_nats_auth(per_pair: int) -> bool:
                   f"credentials, {len(cases) - bad:,} with good ones and a defect or outside "
                   "their rights)")  # fmt: skip
             print(figure("generated in", time.perf_counter() - start, "s"))
-            before = await snapshot(shop, world)
-            report = await fuzz_over_nats(shop, world, cases, concurrency=32)
-            after = await snapshot(shop, world)
-            print(figure("requests answered and judged", report.sent, "requests"))
-            print(figure("requests/s", report.sent / report.seconds, "requests/s"))
-            for bucket, n in sorted(report.buckets.items()):
-                print(f"  {bucket:<16} {n:>8,}")
-            changes = before.changes(after)
-            print(f"failures (unexpected reply, timeout): {len(report.failures)}")
-            for failure in report.failures[:SHOWN]:
-                print("  " + failure[:1000])
-            print(f"events published during the fuzz: {report.events}")
-            print(f"state changes: {len(changes)}")
-            for change in changes:
-                print("  " + change)
-            ok = not report.failures and not changes and report.events == 0
-            ok = ok and report.sent == len(cases)
+            ok = await _judged_over_nats(shop, world, cases)
 
             c = shop.client
             gateway = next(k.key for k in creds.api_keys if k.role == "gateway" and not k.revoked)

@@ -76,22 +76,25 @@ def outcome_event(record: NotificationRecord, prefix: str, now: float) -> tuple[
     nid = record.notification_id
     kind = verdict(record)
     event_id = f"notification.{nid}.{OUTCOME_SEQ}"
-    attempts = sum(1 for a in record.attempts if a.outcome != "in_doubt")
-    failed = kind != "sent"
-    data = NotificationOutcome(
-        notification_id=nid,
+    data = _outcome(record, failed=kind != "sent")
+    at = record.decided_at or record.status_at or now
+    body = Event(event_id=event_id, type=kind, at=format_time(at), seq=OUTCOME_SEQ, data=data)
+    return event_subject("notification", nid, kind, prefix), event_id, encode(body)
+
+
+def _outcome(record: NotificationRecord, *, failed: bool) -> NotificationOutcome:
+    """The event's data: the provider's error code and reason only for a failure."""
+    return NotificationOutcome(
+        notification_id=record.notification_id,
         buyer_id=record.buyer_id,
         window_id=record.window_id,
         product_id=record.product_id,
         channel=record.provider,
-        attempts=attempts,
+        attempts=sum(1 for a in record.attempts if a.outcome != "in_doubt"),
         message_id=record.message_id,
         error_code=record.error_code if failed else None,
         reason=(record.reason or None) if failed else None,
     )
-    at = record.decided_at or record.status_at or now
-    body = Event(event_id=event_id, type=kind, at=format_time(at), seq=OUTCOME_SEQ, data=data)
-    return event_subject("notification", nid, kind, prefix), event_id, encode(body)
 
 
 def needs_late_failure_event(record: NotificationRecord) -> bool:
@@ -107,17 +110,7 @@ def late_failure_event(
     accepted (see the module docstring)."""
     nid = record.notification_id
     event_id = f"notification.{nid}.{LATE_FAILURE_SEQ}"
-    data = NotificationOutcome(
-        notification_id=nid,
-        buyer_id=record.buyer_id,
-        window_id=record.window_id,
-        product_id=record.product_id,
-        channel=record.provider,
-        attempts=sum(1 for a in record.attempts if a.outcome != "in_doubt"),
-        message_id=record.message_id,
-        error_code=record.error_code,
-        reason=record.reason or None,
-    )
+    data = _outcome(record, failed=True)
     at = record.status_at or now
     body = Event(
         event_id=event_id, type="failed", at=format_time(at), seq=LATE_FAILURE_SEQ, data=data
