@@ -204,6 +204,7 @@ class PersistenceDriver:
             span = None
             if type(item) is Envelope:
                 if item.deadline is not None and item.deadline < clock.monotonic():
+                    kind.expired += 1
                     if item.reply is not None:
                         deliver(item.reply, DeadlineExceeded("deadline passed before its turn"))
                     continue

@@ -138,6 +138,9 @@ class KindStats(msgspec.Struct, frozen=True, kw_only=True):
     failed: int
     #: Messages refused (or dropped) because a mailbox of the kind was full.
     overflows: int
+    #: Messages whose deadline passed while they waited: answered ``DeadlineExceeded``
+    #: and never handled.
+    expired: int = 0
     activations: int
     passivations: int
     #: Actors of the kind in memory now.

@@ -162,6 +162,8 @@ class KindRuntime:
         self.failed = 0
         #: Messages refused or dropped by a full mailbox (the overflow policy).
         self.overflows = 0
+        #: Messages whose deadline passed before their turn (answered DeadlineExceeded).
+        self.expired = 0
         #: Seconds per turn, recorded by the dispatcher.
         self.turn_seconds = Histogram(TURN_BUCKETS)
 
@@ -199,6 +201,7 @@ class KindRuntime:
             handled=self.handled,
             failed=self.failed,
             overflows=self.overflows,
+            expired=self.expired,
             activations=self.activations,
             passivations=self.passivations,
             active=len(self.active),

@@ -214,6 +214,8 @@ async def test_expired_message_is_not_applied() -> None:
         assert isinstance(got[0], DeadlineExceeded)
         assert got[1] == 1
         assert target.seen == ["fresh"]  # type: ignore[attr-defined]
+        [stats] = [k for k in kit.system.stats().kinds if k.kind == "r"]
+        assert (stats.expired, stats.handled) == (1, 1)
 
 
 async def test_queued_asks_fail_when_the_actor_stops_and_spawned_refs_stay_dead() -> None:

@@ -12,6 +12,7 @@ import pytest
 from actors import (
     ActorFailed,
     CommitFailed,
+    DeadlineExceeded,
     DeadlineFired,
     OutboxEntry,
     PersistentActor,
@@ -129,6 +130,20 @@ async def test_reply_comes_only_after_commit_and_state_recovers() -> None:
     async with ActorTestKit(journal=journal) as kit:
         kit.system.register("ledger", Ledger)
         assert await kit.system.ref("ledger", "L1").ask(Get()) == (12, 2, [])
+
+
+async def test_a_message_whose_deadline_passed_in_the_mailbox_is_counted_not_applied() -> None:
+    async with ActorTestKit(journal=MemoryJournal()) as kit:
+        kit.system.register("ledger", Ledger)
+        ref = kit.system.ref("ledger", "L1")
+        got: list[Any] = []
+        ref.tell(Add(5), reply_to=got.append, deadline=kit.clock.monotonic() + 1)
+        kit.clock.set(kit.clock.monotonic() + 5)  # it waited too long for its turn
+        await kit.settle()
+        assert len(got) == 1 and isinstance(got[0], DeadlineExceeded)
+        assert await ref.ask(Get()) == (0, 0, [])
+        [stats] = [k for k in kit.system.stats().kinds if k.kind == "ledger"]
+        assert stats.expired == 1
 
 
 async def test_group_commit_puts_many_actors_and_messages_in_one_write() -> None:

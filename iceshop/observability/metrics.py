@@ -61,6 +61,7 @@ METRIC_NAMES: Final = frozenset(
         "iceshop_actor_messages_total",
         "iceshop_actor_failures_total",
         "iceshop_actor_overflows_total",
+        "iceshop_actor_expired_total",
         "iceshop_actor_activations_total",
         "iceshop_actor_passivations_total",
         "iceshop_actor_turn_seconds",
@@ -197,6 +198,13 @@ _PER_KIND: Final = (
         "Messages refused or dropped by a full mailbox, by actor kind.",
         True,
         "overflows",
+    ),
+    (
+        "iceshop_actor_expired_total",
+        "Messages whose deadline (Iceshop-Deadline) passed while they waited in a mailbox: "
+        "answered deadline exceeded, never handled; by actor kind.",
+        True,
+        "expired",
     ),
     (
         "iceshop_actor_activations_total",
