@@ -25,6 +25,7 @@ import fcntl
 import gc
 import os
 import signal
+import socket
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
@@ -32,6 +33,7 @@ import anyio
 
 from iceshop.cli.errors import EXIT_USAGE, CliError
 from iceshop.observability import logs
+from iceshop.settings import Settings
 
 __all__ = [
     "LOG_FORMATS",
@@ -40,6 +42,7 @@ __all__ = [
     "add_process_arguments",
     "configure_logging",
     "lock_data_dir",
+    "process_id",
     "serve_until_signalled",
     "tune_gc",
 ]
@@ -85,6 +88,14 @@ def configure_logging(level: str, fmt: str = "auto") -> None:
     if fmt not in LOG_FORMATS:
         raise CliError(f"--log-format: one of {', '.join(LOG_FORMATS)}", EXIT_USAGE)
     logs.configure(level, "json" if fmt == "json" else "console" if fmt == "console" else "auto")
+
+
+def process_id(settings: Settings) -> str:
+    """A process's id in its metrics and spans when it runs a part of a node apart
+    (``iceshop notifier``, ``iceshop projector``): ``node_id``, else ``<hostname>-<pid>``."""
+    from iceshop.node.app import safe_node_id  # the node's rule for ids, loaded on use
+
+    return safe_node_id(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
 
 
 def tune_gc() -> None:

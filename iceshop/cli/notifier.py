@@ -28,8 +28,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import os
-import socket
 from typing import Any
 
 import anyio
@@ -39,19 +37,19 @@ from iceshop.cli.errors import EXIT_FAILED, EXIT_OK, EXIT_USAGE, CliError
 from iceshop.cli.lifecycle import (
     add_process_arguments,
     configure_logging,
+    process_id,
     serve_until_signalled,
 )
 from iceshop.cli.node import load
 from iceshop.connection import nats_transport
-from iceshop.node.app import safe_node_id
 from iceshop.notify import Notifier, start_notifier
-from iceshop.observability import node_version
+from iceshop.observability import node_version, start_tracing
 from iceshop.observability.endpoint import serve_metrics
 from iceshop.observability.metrics import NodeMetrics
 from iceshop.settings import Settings
 from iceshop.wire import ShopError
 
-__all__ = ["add_parser", "process_id", "run", "start_external_notifier"]
+__all__ = ["add_parser", "run", "start_external_notifier"]
 
 
 def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
@@ -72,11 +70,6 @@ def add_parser(sub: Any, parents: list[argparse.ArgumentParser]) -> None:
     p.set_defaults(handler=run)
 
 
-def process_id(settings: Settings) -> str:
-    """This process's id in its metrics: ``node_id``, else ``<hostname>-<pid>``."""
-    return safe_node_id(settings.node_id or f"{socket.gethostname()}-{os.getpid()}")
-
-
 async def start_external_notifier(stack: contextlib.AsyncExitStack, settings: Settings) -> Notifier:
     """Connect and run a notifier on ``stack``, and its ``/metrics`` when
     ``metrics_port`` is set; returns once it consumes."""
@@ -85,12 +78,8 @@ async def start_external_notifier(stack: contextlib.AsyncExitStack, settings: Se
         transport = await stack.enter_async_context(
             nats_transport(settings, name=name)  # the node's NATS login
         )
-        tracer = None
-        if settings.trace_exporter != "none":  # OpenTelemetry only when tracing
-            from iceshop.observability.tracing import open_tracer
-
-            # Opened before the notifier: its last spans are flushed after it stops.
-            tracer = await open_tracer(stack, settings, process_id(settings))
+        # Opened before the notifier: its last spans are flushed after it stops.
+        tracer = await start_tracing(stack, settings, process_id(settings))
         notifier = await start_notifier(stack, transport, settings, wait=True, tracer=tracer)
         if settings.metrics_port:
             metrics = NodeMetrics(process_id(settings), version=node_version(), role="notifier")

@@ -35,13 +35,13 @@ from iceshop.cli.lifecycle import (
     add_process_arguments,
     configure_logging,
     lock_data_dir,
+    process_id,
     serve_until_signalled,
 )
 from iceshop.cli.node import load
-from iceshop.cli.notifier import process_id
 from iceshop.connection import nats_transport
 from iceshop.node.app import READMODEL_FILE, safe_node_id
-from iceshop.observability import node_version
+from iceshop.observability import node_version, start_tracing
 from iceshop.observability.endpoint import serve_metrics
 from iceshop.observability.metrics import NodeMetrics
 from iceshop.readmodel import Projector, ReadModel
@@ -91,12 +91,8 @@ async def start_projector(stack: contextlib.AsyncExitStack, settings: Settings) 
         store = await stack.enter_async_context(ReadModel(data_dir / READMODEL_FILE))
     except ActorsError as exc:  # NATS unreachable, a file that cannot open
         raise CliError(f"projector did not start: {exc}", EXIT_FAILED) from exc
-    tracer = None
-    if settings.trace_exporter != "none":  # OpenTelemetry only when tracing
-        from iceshop.observability.tracing import open_tracer
-
-        # Before the task group: the last spans are flushed after the projection stops.
-        tracer = await open_tracer(stack, settings, process_id(settings))
+    # Before the task group: the last spans are flushed after the projection stops.
+    tracer = await start_tracing(stack, settings, process_id(settings))
     tg = await stack.enter_async_context(anyio.create_task_group())
     stack.callback(tg.cancel_scope.cancel)
     # The node's own projector would use the same durable consumer (ShopNode): one

@@ -65,7 +65,7 @@ from iceshop.decision import DecisionActor
 from iceshop.node.messages import shop_codec
 from iceshop.node.routing import check_command, encode_reply, make_route
 from iceshop.notify import Notifier, start_notifier
-from iceshop.observability import ShopCounters, node_version
+from iceshop.observability import ShopCounters, node_version, start_tracing
 from iceshop.observability.discovery import announce
 from iceshop.observability.endpoint import MetricsEndpoint
 from iceshop.observability.metrics import NodeMetrics
@@ -170,11 +170,8 @@ class ShopNode:
             # Every log line of the tasks started from here on names this node.
             structlog.contextvars.bind_contextvars(node=self.node_id)
             stack.callback(structlog.contextvars.unbind_contextvars, "node")
-            if self.tracer is None and settings.trace_exporter != "none":
-                # OpenTelemetry is imported only by a node that traces.
-                from iceshop.observability.tracing import open_tracer
-
-                self.tracer = await open_tracer(stack, settings, self.node_id)
+            if self.tracer is None:
+                self.tracer = await start_tracing(stack, settings, self.node_id)
             # Logged in as settings.nats_user (the "node" user of nats.conf), if any.
             transport = nats_transport(settings, name=f"iceshop-{self.node_id}")
             self.transport = await stack.enter_async_context(transport)

@@ -18,11 +18,17 @@ the metrics library or the HTTP server into every process that imports an actor.
 
 from __future__ import annotations
 
+import contextlib
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from iceshop.observability.counters import ShopCounters
 
-__all__ = ["ShopCounters", "node_version"]
+if TYPE_CHECKING:
+    from actors.tracing import Tracer
+    from iceshop.settings import Settings
+
+__all__ = ["ShopCounters", "node_version", "start_tracing"]
 
 
 def node_version() -> str:
@@ -31,3 +37,16 @@ def node_version() -> str:
         return version("iceshop")
     except PackageNotFoundError:
         return "0.0.0"
+
+
+async def start_tracing(
+    stack: contextlib.AsyncExitStack, settings: Settings, process_id: str
+) -> Tracer | None:
+    """The tracer ``settings`` ask for, shut down (its last spans flushed) when ``stack``
+    unwinds; ``None`` for ``trace_exporter = "none"``, and then OpenTelemetry is not even
+    imported. For a node, ``iceshop notifier`` and ``iceshop projector`` alike."""
+    if settings.trace_exporter == "none":
+        return None
+    from iceshop.observability.tracing import open_tracer
+
+    return await open_tracer(stack, settings, process_id)
