@@ -644,8 +644,11 @@ class Notifier:
                 delay = min(delay * 2, self.retry_max)
 
     async def _announce(self, record: NotificationRecord) -> None:
-        """Publish the record's verdict into the event stream (idempotent by id)."""
-        subject, event_id, body = outcome_event(record, self.prefix, self.clock.time())
+        """Publish the record's verdict into the event stream."""
+        await self._publish_event(*outcome_event(record, self.prefix, self.clock.time()))
+
+    async def _publish_event(self, subject: str, event_id: str, body: bytes) -> None:
+        """Into the event stream, idempotent by ``event_id`` (``Nats-Msg-Id``)."""
         js = self.transport.jetstream(timeout=self.api_timeout)
         with mapped_errors(f"notification event {event_id}"):
             await js.publish(subject, body, stream=self.event_stream, headers={_MSG_ID: event_id})
@@ -659,10 +662,7 @@ class Notifier:
         record = await self.store.apply_status(update)
         if record is None or not needs_late_failure_event(record):
             return record
-        subject, event_id, body = late_failure_event(record, self.prefix, self.clock.time())
-        js = self.transport.jetstream(timeout=self.api_timeout)
-        with mapped_errors(f"notification event {event_id}"):
-            await js.publish(subject, body, stream=self.event_stream, headers={_MSG_ID: event_id})
+        await self._publish_event(*late_failure_event(record, self.prefix, self.clock.time()))
         await self.store.mark_failure_announced(record.notification_id)
         log.warning(
             "notification failed after it was sent",
