@@ -26,11 +26,11 @@ reload the actor. Those announcements are core NATS messages, so a node that was
 disconnected when one went out would miss it. The journal is what counts, so the actor
 also reads its own journal record again every ``refresh_s`` seconds
 (:data:`REFRESH_INTERVAL_S`, an in-memory timer on the node's clock): when the journal
-holds changes this actor has not seen, made by another node, it takes the stored
-records as they are and copies them over the registry. A revocation reaches every node
-within ``refresh_s`` whatever happened to its event; the check is one journal read of
-one actor. Having taken them, the actor stops and is activated again at once, so it
-recovers at the journal's position and its next write commits.
+holds changes this actor has not seen, made by another node, the actor stops and is
+activated again at once: it recovers what the journal holds, copies it over the
+registry (``on_start``, as at any start) and its next write commits at the journal's
+position. A revocation reaches every node within ``refresh_s`` (and a recovery)
+whatever happened to its event; the check is one journal read of one actor.
 
 Both are admin actions and are audited in their own commit (``apikey.created`` /
 ``apikey.revoked`` by the admin who sent them, the create's note as its why; never the
@@ -130,28 +130,12 @@ class _NotRead:
         self.error = error
 
 
-_events = msgspec.msgpack.Decoder(ApiKeyEvent)
-_snapshot = msgspec.msgpack.Decoder(ApiKeyState)
-
-
 async def _nothing() -> None:
     return None
 
 
 def _reload(_: object) -> LoadKeys:
     return LoadKeys()
-
-
-def _fold(records: dict[str, ApiKeyRecord], event: Any) -> None:
-    match event:
-        case KeyCreated(record=record):
-            records[record.key_id] = record
-        case KeyRevoked(key_id=key_id, at=at):
-            old = records.get(key_id)
-            if old is not None:
-                records[key_id] = msgspec.structs.replace(old, revoked_at=at)
-        case _:
-            raise TypeError(f"not an API key event: {event!r}")
 
 
 def key_view(record: ApiKeyRecord, api_key: str | None = None) -> ApiKeyView:
@@ -170,7 +154,7 @@ def key_view(record: ApiKeyRecord, api_key: str | None = None) -> ApiKeyView:
 class ApiKeyActor(PersistentActor):
     """Every API key; see the module docstring."""
 
-    __slots__ = ("prefix", "refresh_s", "registry", "seen", "state")
+    __slots__ = ("prefix", "refresh_s", "registry", "state")
 
     event_type = ApiKeyEvent
     snapshot_type = ApiKeyState
@@ -188,13 +172,20 @@ class ApiKeyActor(PersistentActor):
         self.state = ApiKeyState()
         #: Seconds between journal re-reads (None: never; one node alone needs none).
         self.refresh_s = refresh_s
-        #: The journal sequence the state reflects, also when it was adopted by a refresh.
-        self.seen = 0
 
     # -- persistence ----------------------------------------------------------------------
 
     def apply(self, event: Any) -> None:
-        _fold(self.state.records, event)
+        records = self.state.records
+        match event:
+            case KeyCreated(record=record):
+                records[record.key_id] = record
+            case KeyRevoked(key_id=key_id, at=at):
+                old = records.get(key_id)
+                if old is not None:
+                    records[key_id] = msgspec.structs.replace(old, revoked_at=at)
+            case _:
+                raise TypeError(f"not an API key event: {event!r}")
 
     def snapshot(self) -> ApiKeyState:
         return self.state
@@ -205,7 +196,6 @@ class ApiKeyActor(PersistentActor):
     def on_start(self) -> None:
         """The registry becomes what the journal holds (also after a failed commit)."""
         self.registry.replace_all(self.state.records.values())
-        self.seen = self.seq
         log.info("API keys loaded", keys=len(self.state.records))
         if self.refresh_s is not None:
             self.start_timer(_REFRESH_TIMER, self.refresh_s, RefreshKeys())
@@ -229,28 +219,12 @@ class ApiKeyActor(PersistentActor):
             log.debug("API key refresh skipped", error=repr(exc))
 
     def _adopt(self, stored: Recovery) -> None:
-        """Take the journal's records when they are newer than this actor's: another
-        node changed them (this node's own changes are in ``seq`` before they are
-        stored, so a read that merely lags behind them is ignored)."""
-        if stored.seq <= max(self.seq, self.seen):
+        """When the journal holds more than this actor (another node changed the keys;
+        this node's own changes are in ``seq`` before they are stored, so a read that
+        merely lags behind them is ignored), start again from the journal."""
+        if stored.seq <= self.seq:
             return
-        try:
-            state = ApiKeyState() if stored.snapshot is None else _snapshot.decode(stored.snapshot)
-            for data in stored.events:
-                _fold(state.records, _events.decode(data))
-        except (msgspec.DecodeError, TypeError) as exc:
-            log.error("API key records not refreshed: unreadable journal", error=repr(exc))
-            return
-        before = {k: r.revoked for k, r in self.state.records.items()}
-        self.state = state
-        self.seen = stored.seq
-        self.registry.replace_all(state.records.values())
-        revoked = sorted(k for k, r in state.records.items() if r.revoked and not before.get(k))
-        added = sorted(k for k in state.records if k not in before)
-        log.info("API keys refreshed from the journal", revoked=revoked, added=added)
-        # The registry is right now; the actor's journal position is not (another node
-        # wrote). Stop it and have it activated again: it recovers at the journal's
-        # position, so the next create or revoke here commits instead of being refused.
+        log.info("API keys changed on another node; reloading", seq=stored.seq)
         self.stop()
         self.pipe(_nothing, _reload)
 
