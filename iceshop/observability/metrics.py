@@ -42,7 +42,7 @@ from iceshop.observability.counters import ShopCounters
 from iceshop.readmodel import ReadModel
 from iceshop.wire import WindowState
 
-__all__ = ["METRIC_NAMES", "ROLES", "NodeMetrics", "Role"]
+__all__ = ["METRIC_NAMES", "NodeMetrics", "Role"]
 
 log = structlog.get_logger("iceshop.metrics")
 
@@ -51,7 +51,6 @@ WINDOW_STATES: Final[tuple[str, ...]] = get_args(WindowState)
 #: What a process is, in ``iceshop_node_info{role}``: a node, or a process that runs a
 #: part of one apart (``iceshop notifier``, ``iceshop projector``).
 Role = Literal["node", "notifier", "projector"]
-ROLES: Final[tuple[str, ...]] = get_args(Role)
 
 #: Every metric family a node exports (histograms add ``_bucket``, ``_sum``, ``_count``;
 #: counters are exposed with ``_total``).

@@ -550,7 +550,7 @@ class WindowActor(PersistentActor):
         flight). A commit that fails counts nothing here: the join was answered with the
         runtime's ``CommitFailed`` and is counted in ``iceshop_journal_commit_failures``.
         Joins the runtime refuses because their deadline passed before their turn never
-        reach this actor and are not counted (see docs/observability.md)."""
+        reach this actor: the runtime counts them (``iceshop_actor_expired_total``)."""
         self.after_commit(partial(self.counters.count_join, result))
 
     def _header_deadline(self) -> float | None:
