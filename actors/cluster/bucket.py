@@ -31,13 +31,11 @@ from nats.js.api import KeyValueConfig, StorageType
 from nats.js.kv import KeyValue
 
 from ..errors import NotPermitted, RequestTimeout, TransportError
-from ..nats.errors import mapped_errors
+from ..nats.errors import is_wrong_last, mapped_errors
 from ..nats.transport import Msg, NatsTransport
 
 __all__ = ["BucketWatch", "KvEntry", "LeaseBucket"]
 
-#: JetStream's "wrong last sequence" (the compare-and-set failed).
-_WRONG_LAST = frozenset({10071, 10164})
 #: JetStream's "stream name already in use" (another node created the bucket first,
 #: with another configuration).
 _NAME_IN_USE = 10058
@@ -51,12 +49,6 @@ class KvEntry(msgspec.Struct, frozen=True):
     key: str
     revision: int
     value: bytes | None
-
-
-def _is_conflict(exc: BaseException) -> bool:
-    return isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
-        isinstance(exc, nats.js.errors.APIError) and exc.err_code in _WRONG_LAST
-    )
 
 
 def _is_transient(exc: BaseException) -> bool:
@@ -148,7 +140,7 @@ class LeaseBucket:
             try:
                 revision: int = await self._kv.update(key, value, last=last)
             except nats.js.errors.APIError as exc:
-                if _is_conflict(exc):
+                if is_wrong_last(exc):
                     return None
                 raise
             return revision
@@ -160,7 +152,7 @@ class LeaseBucket:
             try:
                 await self._kv.delete(key, last=last)
             except nats.js.errors.APIError as exc:
-                if _is_conflict(exc):
+                if is_wrong_last(exc):
                     return False
                 raise
             return True

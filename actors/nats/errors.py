@@ -32,7 +32,13 @@ from ..errors import (
     TransportError,
 )
 
-__all__ = ["is_login_refused", "is_permission_violation", "map_error", "mapped_errors"]
+__all__ = [
+    "is_login_refused",
+    "is_permission_violation",
+    "is_wrong_last",
+    "map_error",
+    "mapped_errors",
+]
 
 #: What the server's -ERR says when a publish or subscribe is outside the user's rights
 #: (nats-py passes it on in lower case).
@@ -73,6 +79,18 @@ def is_permission_violation(exc: BaseException) -> bool:
     """Whether ``exc`` is the server refusing a publish or subscribe (nats-py reports it
     as a plain error to the error callback and keeps the connection)."""
     return isinstance(exc, nats.errors.Error) and PERMISSIONS_VIOLATION in str(exc).lower()
+
+
+#: JetStream's "wrong last sequence": a compare-and-set (a KV update or delete naming
+#: the revision it expects) found the key moved on.
+_WRONG_LAST = frozenset({10071, 10164})
+
+
+def is_wrong_last(exc: BaseException) -> bool:
+    """Whether ``exc`` is a refused compare-and-set on a key (someone wrote it first)."""
+    return isinstance(exc, nats.js.errors.KeyWrongLastSequenceError) or (
+        isinstance(exc, nats.js.errors.APIError) and exc.err_code in _WRONG_LAST
+    )
 
 
 @contextmanager

@@ -52,12 +52,11 @@ from nats.js.kv import KeyValue
 from actors.clock import Clock
 from actors.errors import TransportError
 from actors.nats import mapped_errors
+from actors.nats.errors import is_wrong_last
 
 __all__ = ["LeaseRecord", "SendLease", "lease_key"]
 
 log = structlog.get_logger("iceshop.notify.lease")
-
-_WRONG_LAST: Final = frozenset({10071, 10164})
 
 
 class LeaseRecord(msgspec.Struct, frozen=True, kw_only=True):
@@ -163,10 +162,8 @@ class SendLease:
         ):
             try:
                 return int(await self.kv.update(self.key, self._value(), last=last))
-            except nats.js.errors.KeyWrongLastSequenceError:
-                return None
             except nats.js.errors.APIError as exc:
-                if exc.err_code in _WRONG_LAST:
+                if is_wrong_last(exc):
                     return None
                 raise
 
