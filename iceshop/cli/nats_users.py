@@ -35,7 +35,7 @@ from typing import Any, Final
 
 from iceshop.cli.errors import EXIT_OK, EXIT_USAGE, CliError
 from iceshop.connection import inbox_prefix_for
-from iceshop.wire import ID_RULE
+from iceshop.wire import ID_PATTERN, ID_RULE
 
 __all__ = [
     "AUTHORIZATION_BLOCK",
@@ -51,7 +51,7 @@ __all__ = [
 
 #: The contract's ids (iceshop.wire), which are also valid NATS user names and subject
 #: tokens.
-_ID = re.compile(r"[A-Za-z0-9_-]{1,64}")
+_ID = re.compile(ID_PATTERN)
 
 _HEAD: Final = """\
 authorization {
