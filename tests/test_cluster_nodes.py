@@ -19,9 +19,9 @@ import pytest
 from actors.nats import NatsServer, NatsTransport
 from iceshop.auth import KeyDirectory, KeyRing, generate_hs256, mint, write_key_file
 from iceshop.node import ShopNode
-from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
 from tests.shop_client import Client, until
+from tests.window_support import node_window
 
 pytestmark = [pytest.mark.anyio, pytest.mark.integration]
 
@@ -41,22 +41,6 @@ def settings(url: str, tmp_path: Path, node_id: str) -> Settings:
         campaign_interval_s=3600,
         window_max_per_buyer=1,
         window_min_participants=1,
-    )
-
-
-def active_window(now: float, quantity: int) -> CreateWindow:
-    """A window of ``quantity`` units that is active from ``now`` for ten minutes."""
-    return CreateWindow(
-        product_id="P1",
-        seller_id="S1",
-        decision_id=None,
-        unit_price_minor=500,
-        currency="TRY",
-        quantity_total=quantity,
-        min_participants=1,
-        max_per_buyer=1,
-        activates_at=now - 1.0,
-        expires_at=now + 600.0,
     )
 
 
@@ -99,7 +83,7 @@ async def test_two_nodes_share_the_shards_and_hand_them_over(tmp_path: Path) -> 
                     creator = (n1, n2)[i % 2]
                     assert creator.system is not None
                     await creator.system.ref("window", window_id).ask(
-                        active_window(now, 3),
+                        node_window(now, 3),
                         timeout=10.0,
                     )
 
@@ -189,7 +173,7 @@ async def test_a_node_leaving_under_load_answers_every_request(tmp_path: Path) -
                 assert n2.system is not None
                 for window_id in windows:
                     await n2.system.ref("window", window_id).ask(
-                        active_window(now, buyers),
+                        node_window(now, buyers),
                         timeout=10.0,
                     )
 

@@ -22,8 +22,8 @@ from actors.nats import NatsServer
 from iceshop.node import ShopNode
 from iceshop.observability import logs
 from iceshop.observability.tracing import OtelTracer
-from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
+from tests.window_support import node_window
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 TRACE_ID = "0af7651916cd43dd8448eb211c80319c"
@@ -95,18 +95,8 @@ async def test_a_node_binds_its_id_and_a_traced_turn_its_trace(tmp_path: Path) -
                 assert node.system is not None
                 now = node.clock.time()
                 refused = await node.system.ref("window", "W1").ask(
-                    CreateWindow(  # expires before it activates: refused, with a warning
-                        product_id="P1",
-                        seller_id="S1",
-                        decision_id=None,
-                        unit_price_minor=500,
-                        currency="TRY",
-                        quantity_total=5,
-                        min_participants=1,
-                        max_per_buyer=1,
-                        activates_at=now + 10.0,
-                        expires_at=now + 5.0,
-                    ),
+                    # expires before it activates: refused, with a warning
+                    node_window(now, activates_in=10.0, expires_in=5.0),
                     headers={"traceparent": SAMPLED},
                 )
                 assert refused.code.value == "invalid_request"

@@ -36,14 +36,13 @@ from iceshop.notify.worker import NotifierStats
 from iceshop.observability import ShopCounters, node_version
 from iceshop.observability.discovery import status_subject
 from iceshop.observability.metrics import METRIC_NAMES, NodeMetrics
-from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
 from iceshop.window import WindowActor
 from iceshop.wire import ErrorCode, JoinReply, ShopError
 from tests.notify_support import ensure_streams, make_request, publish_requests
 from tests.shop_client import Client, until
 from tests.test_nats_permissions import NATS_CONF, PASSWORDS, SERVER_ENV, login
-from tests.window_support import ACTIVATE_IN, Shop
+from tests.window_support import ACTIVATE_IN, Shop, node_window
 
 DASHBOARD = Path(__file__).resolve().parent.parent / "deploy" / "grafana" / "iceshop.json"
 
@@ -295,22 +294,6 @@ def _value(samples: Samples, name: str, **labels: str) -> float:
     return samples.get((name, tuple(sorted(labels.items()))), 0.0)
 
 
-def _active_window(now: float) -> CreateWindow:
-    """A window active at once (nothing waits for a timer), two in stock."""
-    return CreateWindow(
-        product_id="P1",
-        seller_id="S1",
-        decision_id=None,
-        unit_price_minor=500,
-        currency="TRY",
-        quantity_total=2,
-        min_participants=1,
-        max_per_buyer=1,
-        activates_at=now - 1.0,
-        expires_at=now + 600.0,
-    )
-
-
 @pytest.mark.anyio
 @pytest.mark.integration
 async def test_metrics_endpoint_serves_the_series_after_a_scenario(
@@ -324,7 +307,7 @@ async def test_metrics_endpoint_serves_the_series_after_a_scenario(
             await c.ok(f"buyers.{b}.register", {"name": b, "phone": "+905551112233"})
         assert node.system is not None
         now = node.clock.time()
-        created = await node.system.ref("window", "W1").ask(_active_window(now), timeout=5.0)
+        created = await node.system.ref("window", "W1").ask(node_window(now, 2), timeout=5.0)
         assert created.window_id == "W1"
         await c.ok("windows.W1.join", {"join_id": "J1", "buyer_id": "B1"})
         assert await c.error("windows.W1.join", {"join_id": "J2", "buyer_id": "GHOST"}) == (
@@ -449,7 +432,7 @@ async def test_an_external_projector_serves_windows_by_state(
         await start_projector(stack, projector_settings)
         assert node.system is not None
         now = node.clock.time()
-        await node.system.ref("window", "W1").ask(_active_window(now), timeout=5.0)
+        await node.system.ref("window", "W1").ask(node_window(now, 2), timeout=5.0)
         url = f"http://127.0.0.1:{projector_settings.metrics_port}/metrics"
         async with httpx.AsyncClient(timeout=5.0) as http:
             with anyio.fail_after(15):

@@ -34,9 +34,9 @@ from iceshop.observability.tracing import (
     request_span,
     tracer_from_settings,
 )
-from iceshop.protocol import CreateWindow
 from iceshop.settings import Settings
 from tests.shop_client import Client
+from tests.window_support import node_window
 
 SAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
 UNSAMPLED = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-00"
@@ -326,18 +326,7 @@ async def test_a_join_is_one_connected_trace_across_the_nats_hop(
         assert node.system is not None
         now = node.clock.time()
         await node.system.ref("window", "W1").ask(
-            CreateWindow(
-                product_id="P1",
-                seller_id="S1",
-                decision_id=None,
-                unit_price_minor=500,
-                currency="TRY",
-                quantity_total=5,
-                min_participants=1,
-                max_per_buyer=1,
-                activates_at=now - 1.0,
-                expires_at=now + 600.0,
-            ),
+            node_window(now),
             timeout=5.0,
         )
         events: list[Msg] = []
@@ -437,18 +426,7 @@ async def test_the_projector_and_the_demand_subscription_continue_the_events_tra
         exporter.clear()
         # The window's creation, traced: its "created" event carries the trace on.
         created = await node.system.ref("window", "W1").ask(
-            CreateWindow(
-                product_id="P1",
-                seller_id="S1",
-                decision_id=None,
-                unit_price_minor=500,
-                currency="TRY",
-                quantity_total=5,
-                min_participants=1,
-                max_per_buyer=1,
-                activates_at=now + 600.0,
-                expires_at=now + 1200.0,
-            ),
+            node_window(now, activates_in=600.0, expires_in=1200.0),
             headers={"traceparent": SAMPLED},
             timeout=5.0,
         )

@@ -121,11 +121,12 @@ def create_message(
     activates_in: float = ACTIVATE_IN,
     expires_in: float = EXPIRE_IN,
     unit_price_minor: int = 4_500,
+    decision_id: str | None = "D1",
 ) -> CreateWindow:
     return CreateWindow(
         product_id="P1",
         seller_id="S1",
-        decision_id="D1",
+        decision_id=decision_id,
         unit_price_minor=unit_price_minor,
         currency="TRY",
         quantity_total=quantity_total,
@@ -133,6 +134,23 @@ def create_message(
         max_per_buyer=max_per_buyer,
         activates_at=now + activates_in,
         expires_at=now + expires_in,
+    )
+
+
+def node_window(
+    now: float, quantity: int = 5, *, activates_in: float = -1.0, expires_in: float = 600.0
+) -> CreateWindow:
+    """A window for tests of a whole node: no decision behind it, one unit per buyer, one
+    buyer enough; active at once for ten minutes unless told otherwise."""
+    return create_message(
+        now=now,
+        quantity_total=quantity,
+        min_participants=1,
+        max_per_buyer=1,
+        activates_in=activates_in,
+        expires_in=expires_in,
+        unit_price_minor=500,
+        decision_id=None,
     )
 
 
