@@ -307,20 +307,27 @@ async def server(tmp_path: Path) -> AsyncIterator[NatsServer]:
         yield nats
 
 
-@pytest.mark.anyio
-@pytest.mark.integration
-async def test_a_join_is_one_connected_trace_across_the_nats_hop(
-    server: NatsServer, tmp_path: Path
-) -> None:
-    tracer, exporter = _tracer()
-    settings = Settings(
+def _node_settings(server: NatsServer, tmp_path: Path) -> Settings:
+    """A node on ``server`` whose campaign stays quiet (no proposals in the traces)."""
+    return Settings(
         nats_url=server.url,
         data_dir=str(tmp_path / "node"),
         node_id="n1",
         auth="off",
         campaign_interval_s=3600.0,
     )
-    async with ShopNode(settings, tracer=tracer) as node, NatsTransport(server.url) as t:
+
+
+@pytest.mark.anyio
+@pytest.mark.integration
+async def test_a_join_is_one_connected_trace_across_the_nats_hop(
+    server: NatsServer, tmp_path: Path
+) -> None:
+    tracer, exporter = _tracer()
+    async with (
+        ShopNode(_node_settings(server, tmp_path), tracer=tracer) as node,
+        NatsTransport(server.url) as t,
+    ):
         c = Client(t)
         await c.ok("buyers.B1.register", {"name": "B1", "phone": "+905551112233"})
         assert node.system is not None
@@ -413,14 +420,10 @@ async def test_the_projector_and_the_demand_subscription_continue_the_events_tra
     server: NatsServer, tmp_path: Path
 ) -> None:
     tracer, exporter = _tracer()
-    settings = Settings(
-        nats_url=server.url,
-        data_dir=str(tmp_path / "node"),
-        node_id="n1",
-        auth="off",
-        campaign_interval_s=3600.0,
-    )
-    async with ShopNode(settings, tracer=tracer) as node, NatsTransport(server.url) as t:
+    async with (
+        ShopNode(_node_settings(server, tmp_path), tracer=tracer) as node,
+        NatsTransport(server.url) as t,
+    ):
         assert node.system is not None
         now = node.clock.time()
         exporter.clear()
